@@ -1,0 +1,19 @@
+import type { Command } from 'commander';
+import { buildDefaultImage } from '../image/build.js';
+import { defaultDataDir, defaultImageDir } from '../util/paths.js';
+
+export function registerImageCommands(program: Command): void {
+  const image = program.command('image').description('build and inspect guest images');
+  image
+    .command('build')
+    .description("build the default guest image from Debian's packages (cloud kernel, busybox, dropbear)")
+    .option('--out <dir>', 'where to write the image', undefined)
+    .option('--data-dir <dir>', 'data directory (the image goes to DATA_DIR/images/default)', defaultDataDir())
+    .action(async (opts: { out?: string; dataDir: string }) => {
+      const out = opts.out ?? defaultImageDir(opts.dataDir);
+      const started = Date.now();
+      const manifest = await buildDefaultImage(out, (step) => process.stderr.write(`image: ${step}\n`));
+      const secs = ((Date.now() - started) / 1000).toFixed(1);
+      process.stdout.write(`built ${out} in ${secs}s: kernel ${manifest.kernel.release}, ${manifest.modules.length} modules\n`);
+    });
+}

@@ -1,0 +1,116 @@
+/**
+ * The small init system of the default guest image: busybox init runs rcS
+ * once, keeps a root shell on the serial console, and runs rcK at poweroff.
+ * Everything the guest learns about itself comes from the kernel command line
+ * (see guest-contract.ts).
+ */
+import { GUEST_INIT_MARKER, GUEST_READY_MARKER, GUEST_IP, GUEST_SSH_PORT } from './guest-contract.js';
+
+export interface GuestFile {
+  content: string;
+  mode: number;
+}
+
+const rcS = `#!/bin/sh
+export PATH=/usr/sbin:/usr/bin:/sbin:/bin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev 2>/dev/null
+mkdir -p /dev/pts /dev/shm
+mount -t devpts -o gid=5,mode=620,ptmxmode=666 devpts /dev/pts
+mount -t tmpfs -o mode=1777 tmpfs /tmp
+mount -t tmpfs -o mode=755 tmpfs /run
+echo "${GUEST_INIT_MARKER}"
+
+while read -r m; do
+  insmod "/lib/modules/$m.ko" || echo "sshvisor-guest: could not load module $m"
+done < /etc/sshvisor/modules
+
+name=sshvisor
+key=
+for arg in $(cat /proc/cmdline); do
+  case "$arg" in
+    sshvisor.name=*) name="\${arg#sshvisor.name=}" ;;
+    sshvisor.key=*) key="\${arg#sshvisor.key=}" ;;
+  esac
+done
+hostname "$name"
+echo "$name" > /etc/hostname
+echo "127.0.0.1 localhost $name" > /etc/hosts
+
+# The per-VM persistent disk holds /root and the guest's own SSH host key.
+if [ -b /dev/vda ]; then
+  mount -t ext4 -o noatime /dev/vda /persist || echo "sshvisor-guest: could not mount the persistent disk; /root is in RAM"
+else
+  echo "sshvisor-guest: no persistent disk; /root is in RAM"
+fi
+mkdir -p /persist/root /persist/.sshvisor
+mount --bind /persist/root /root
+chmod 700 /root
+
+# Trust the gateway's key: replace any line an earlier gateway left.
+if [ -n "$key" ]; then
+  mkdir -p /root/.ssh
+  chmod 700 /root/.ssh
+  touch /root/.ssh/authorized_keys
+  grep -v ' sshvisor-gateway$' /root/.ssh/authorized_keys > /root/.ssh/.authorized_keys.new
+  echo "$(echo "$key" | sed 's/:/ /') sshvisor-gateway" >> /root/.ssh/.authorized_keys.new
+  chmod 600 /root/.ssh/.authorized_keys.new
+  mv /root/.ssh/.authorized_keys.new /root/.ssh/authorized_keys
+fi
+
+ip link set lo up
+if [ -e /sys/class/net/eth0 ]; then
+  ip link set eth0 up
+  ip addr add ${GUEST_IP}/24 dev eth0
+  ip route add default via 10.0.2.2
+  echo "nameserver 10.0.2.3" > /etc/resolv.conf
+fi
+
+# QMP system_powerdown arrives as an ACPI power button press.
+acpid
+
+hostkey=/persist/.sshvisor/dropbear_ed25519_host_key
+[ -s "$hostkey" ] || dropbearkey -t ed25519 -f "$hostkey" > /dev/null 2>&1
+mkdir -p /var/log
+dropbear -r "$hostkey" -s -p ${GUEST_SSH_PORT} -P /run/dropbear.pid -E 2>> /var/log/dropbear.log
+echo "${GUEST_READY_MARKER}"
+`;
+
+const rcK = `#!/bin/sh
+[ -f /run/dropbear.pid ] && kill "$(cat /run/dropbear.pid)" 2>/dev/null
+sync
+umount /root 2>/dev/null
+umount /persist 2>/dev/null || mount -o remount,ro /persist 2>/dev/null
+sync
+echo "sshvisor-guest: stopped"
+`;
+
+const inittab = `::sysinit:/etc/init.d/rcS
+ttyS0::respawn:-/bin/sh
+::ctrlaltdel:/sbin/poweroff
+::shutdown:/etc/init.d/rcK
+`;
+
+const profile = `export PATH=/usr/sbin:/usr/bin:/sbin:/bin
+export HOME=/root
+[ -n "$TERM" ] || export TERM=vt100
+PS1='\\u@\\h:\\w\\$ '
+cd "$HOME" 2>/dev/null
+`;
+
+/** Files of the guest's root filesystem, by absolute path; `modules` is one module name per line, load order. */
+export function guestFiles(moduleOrder: readonly string[]): Record<string, GuestFile> {
+  return {
+    '/etc/init.d/rcS': { content: rcS, mode: 0o755 },
+    '/etc/init.d/rcK': { content: rcK, mode: 0o755 },
+    '/etc/inittab': { content: inittab, mode: 0o644 },
+    '/etc/profile': { content: profile, mode: 0o644 },
+    '/etc/passwd': { content: 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n', mode: 0o644 },
+    '/etc/shadow': { content: 'root:*:19000:0:99999:7:::\n', mode: 0o600 },
+    '/etc/group': { content: 'root:x:0:\ntty:x:5:\nnogroup:x:65534:\n', mode: 0o644 },
+    '/etc/shells': { content: '/bin/sh\n/bin/ash\n', mode: 0o644 },
+    '/etc/acpi/PWRF/00000080': { content: '#!/bin/sh\npoweroff\n', mode: 0o755 },
+    '/etc/sshvisor/modules': { content: moduleOrder.join('\n') + '\n', mode: 0o644 },
+  };
+}

@@ -1,0 +1,36 @@
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { UserError } from '../util/errors.js';
+import { MANIFEST_FILE, manifestSchema, type ImageManifest } from './manifest.js';
+
+/** What a VM boots: a kernel, an optional initramfs, and what the guest offers. */
+export interface GuestImage {
+  name: string;
+  kernel: string;
+  initrd?: string;
+  /** Extra kernel arguments the image needs. */
+  append: string[];
+  /** The guest runs an SSH daemon that honours the guest contract (guest-contract.ts). */
+  ssh: boolean;
+  manifest?: ImageManifest;
+}
+
+/** Load an image built by `sshvisor image build`, with a clear error if it isn't there. */
+export function loadImage(dir: string, name = 'default'): GuestImage {
+  const manifestPath = join(dir, MANIFEST_FILE);
+  if (!existsSync(manifestPath)) {
+    throw new UserError(`no guest image in ${dir}: build one with \`sshvisor image build --out ${dir}\` (or \`npm run setup\`)`);
+  }
+  let manifest: ImageManifest;
+  try {
+    manifest = manifestSchema.parse(JSON.parse(readFileSync(manifestPath, 'utf8')));
+  } catch (err) {
+    throw new UserError(`guest image manifest ${manifestPath} is unreadable (${(err as Error).message.split('\n')[0]}); rebuild with \`sshvisor image build\``);
+  }
+  const kernel = join(dir, 'vmlinuz');
+  const initrd = join(dir, 'initrd.img');
+  for (const f of [kernel, initrd]) {
+    if (!existsSync(f)) throw new UserError(`guest image file ${f} is missing; rebuild with \`sshvisor image build\``);
+  }
+  return { name, kernel, initrd, append: [], ssh: manifest.guest.ssh, manifest };
+}

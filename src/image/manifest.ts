@@ -1,0 +1,26 @@
+import { createHash } from 'node:crypto';
+import { createReadStream, statSync } from 'node:fs';
+import { z } from 'zod';
+
+export const MANIFEST_FILE = 'manifest.json';
+
+const fileEntry = z.object({ sha256: z.string().regex(/^[0-9a-f]{64}$/), size: z.number().int().nonnegative() });
+
+export const manifestSchema = z.object({
+  format: z.literal(1),
+  builtAt: z.string(),
+  kernel: z.object({ package: z.string(), version: z.string(), release: z.string() }),
+  packages: z.record(z.string(), z.string()),
+  modules: z.array(z.string()),
+  /** What the image offers: an SSH daemon the gateway can relay to, or only a console. */
+  guest: z.object({ ssh: z.boolean() }),
+  files: z.record(z.string(), fileEntry),
+});
+
+export type ImageManifest = z.infer<typeof manifestSchema>;
+
+export async function sha256File(path: string): Promise<{ sha256: string; size: number }> {
+  const hash = createHash('sha256');
+  for await (const chunk of createReadStream(path)) hash.update(chunk as Buffer);
+  return { sha256: hash.digest('hex'), size: statSync(path).size };
+}

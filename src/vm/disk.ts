@@ -1,0 +1,29 @@
+import { existsSync, renameSync, rmSync, openSync, ftruncateSync, closeSync } from 'node:fs';
+import { run } from '../util/exec.js';
+import { requireTool } from '../util/tools.js';
+
+/**
+ * Create a VM's persistent disk if it does not exist yet: a sparse raw file
+ * with an ext4 filesystem. Built under a temporary name and renamed, so a
+ * crash never leaves a half-made disk that looks like a real one.
+ */
+export async function ensureDisk(path: string, sizeMiB: number): Promise<boolean> {
+  if (existsSync(path)) return false;
+  const mkfs = requireTool('mkfs.ext4');
+  const tmp = `${path}.creating`;
+  rmSync(tmp, { force: true });
+  const fd = openSync(tmp, 'w', 0o600);
+  try {
+    ftruncateSync(fd, sizeMiB * 1024 * 1024);
+  } finally {
+    closeSync(fd);
+  }
+  try {
+    await run(mkfs, ['-q', '-F', '-L', 'sshvisor-data', '-m', '0', tmp]);
+    renameSync(tmp, path);
+  } catch (err) {
+    rmSync(tmp, { force: true });
+    throw err;
+  }
+  return true;
+}

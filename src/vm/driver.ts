@@ -1,0 +1,100 @@
+/**
+ * The VM driver interface: everything above this layer (the VM manager, the
+ * console hub) talks to a Vm through these types only, so a Firecracker
+ * driver can sit beside QEMU's.
+ */
+import type { EventEmitter } from 'node:events';
+import type { GuestImage } from '../image/image.js';
+
+export type AccelMode = 'auto' | 'kvm' | 'tcg';
+export type Accel = 'kvm' | 'tcg';
+
+export interface VmSpec {
+  /** VM name; also the guest hostname. Must already be validated (see vm-name.ts). */
+  name: string;
+  /** Runtime directory for this VM (sockets, logs, pid file); created with mode 0700. */
+  dir: string;
+  image: GuestImage;
+  memoryMiB: number;
+  cpus: number;
+  accel: Accel;
+  /** Raw ext4 image attached as the guest's persistent disk (/dev/vda). */
+  disk?: string;
+  network: {
+    /** Without this, the guest can open no connection out of the VM at all. */
+    allowInternet: boolean;
+    /** Make the guest's SSH port reachable from the host (see Vm.sshEndpoint). */
+    exposeSsh: boolean;
+  };
+  /** Kernel arguments added after the driver's own and the image's. */
+  kernelArgs: string[];
+}
+
+export type VmState = 'created' | 'starting' | 'running' | 'paused' | 'stopping' | 'exited';
+
+export type ExitReason =
+  /** The guest powered itself off (or acknowledged a stop request). */
+  | 'poweroff'
+  /** The guest rebooted; sshvisor VMs do not reboot in place. */
+  | 'reboot'
+  /** The guest kernel panicked. */
+  | 'panic'
+  /** sshvisor stopped it on request; `detail` says whether it had to force it. */
+  | 'stopped'
+  /** sshvisor killed it (Vm.kill). */
+  | 'killed'
+  /** The hypervisor process died on its own (a signal from elsewhere, a QEMU error). */
+  | 'crashed';
+
+export interface ExitInfo {
+  reason: ExitReason;
+  /** One human-readable line, e.g. "guest panic", "qemu killed by SIGKILL". */
+  detail: string;
+  code: number | null;
+  signal: string | null;
+  at: Date;
+}
+
+export interface VmStatus {
+  state: VmState;
+  pid?: number;
+  startedAt?: Date;
+  /** The hypervisor's own view, where it has one (QMP's run state). */
+  hypervisorState?: string;
+  exit?: ExitInfo;
+}
+
+export interface VmEvents {
+  /** Bytes the guest wrote to its serial console, from the very first. */
+  console: [Buffer];
+  state: [VmState];
+  exit: [ExitInfo];
+}
+
+export interface Vm extends EventEmitter<VmEvents> {
+  readonly name: string;
+  readonly spec: VmSpec;
+  readonly state: VmState;
+  readonly pid: number | undefined;
+  /** Where the guest's SSH daemon is reachable from the host, once started with network.exposeSsh. */
+  readonly sshEndpoint: { host: string; port: number } | undefined;
+  /** Resolves when the VM has exited, however that happened. */
+  readonly exited: Promise<ExitInfo>;
+
+  /** Launch the VM; console capture is attached before the guest runs its first instruction. */
+  start(): Promise<void>;
+  /** Ask the guest to power off; kill it if it has not within `timeoutMs`. */
+  stop(options?: { timeoutMs?: number }): Promise<ExitInfo>;
+  /** End the VM now. */
+  kill(): Promise<ExitInfo>;
+  pause(): Promise<void>;
+  resume(): Promise<void>;
+  status(): Promise<VmStatus>;
+  /** Send bytes to the guest's serial console input. */
+  writeConsole(data: Buffer | string): void;
+}
+
+export interface VmDriver {
+  readonly name: string;
+  create(spec: VmSpec): Vm;
+}

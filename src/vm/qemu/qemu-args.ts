@@ -1,0 +1,61 @@
+import type { VmSpec } from '../driver.js';
+
+export interface QemuRuntimePaths {
+  qmpSocket: string;
+  consoleSocket: string;
+  pidFile: string;
+}
+
+export interface QemuArgsOptions {
+  /** Host TSC rate, passed to the guest under TCG (see accel.ts). */
+  tscKhz?: number;
+  /** Host port forwarded to the guest's SSH port, when spec.network.exposeSsh. */
+  sshHostPort?: number;
+}
+
+/**
+ * The qemu-system-x86_64 command line for a microVM. It starts paused (-S):
+ * the driver attaches QMP and the console first, then sends `cont`, so not
+ * one byte of console output is lost.
+ */
+export function buildQemuArgs(spec: VmSpec, paths: QemuRuntimePaths, opts: QemuArgsOptions = {}): string[] {
+  const tcg = spec.accel === 'tcg';
+  const kernelArgs = ['console=ttyS0', 'panic=-1', 'reboot=t'];
+  if (tcg && opts.tscKhz) kernelArgs.push(`tsc_early_khz=${opts.tscKhz}`);
+  kernelArgs.push(...spec.image.append, ...spec.kernelArgs);
+
+  const args = [
+    '-name', `sshvisor-${spec.name},process=sshvisor-${spec.name}`,
+    // The legacy PIT/PIC/RTC give TCG guests a timer to calibrate against; under KVM they cost nothing worth saving.
+    '-M', tcg ? 'microvm,pit=on,pic=on,rtc=on' : 'microvm',
+    '-accel', spec.accel,
+    '-cpu', tcg ? 'max' : 'host',
+    '-m', String(spec.memoryMiB),
+    '-smp', String(spec.cpus),
+    '-nodefaults', '-no-user-config', '-display', 'none',
+    '-no-reboot',
+    '-S',
+    '-pidfile', paths.pidFile,
+    '-qmp', `unix:${paths.qmpSocket},server=on,wait=off`,
+    '-chardev', `socket,id=console0,path=${paths.consoleSocket},server=on,wait=off`,
+    '-serial', 'chardev:console0',
+    '-kernel', spec.image.kernel,
+    '-append', kernelArgs.join(' '),
+    '-object', 'rng-random,id=rng0,filename=/dev/urandom',
+    '-device', 'virtio-rng-device,rng=rng0',
+  ];
+  if (spec.image.initrd) args.push('-initrd', spec.image.initrd);
+  if (spec.disk) {
+    args.push(
+      '-drive', `id=disk0,file=${spec.disk},format=raw,if=none,discard=unmap`,
+      '-device', 'virtio-blk-device,drive=disk0',
+    );
+  }
+  if (spec.network.allowInternet || spec.network.exposeSsh) {
+    const netdev = ['user', 'id=net0', `restrict=${spec.network.allowInternet ? 'off' : 'on'}`];
+    // Forwarded ports stay reachable under restrict=on; only the guest's own outbound connections are cut.
+    if (spec.network.exposeSsh && opts.sshHostPort) netdev.push(`hostfwd=tcp:127.0.0.1:${opts.sshHostPort}-:22`);
+    args.push('-netdev', netdev.join(','), '-device', 'virtio-net-device,netdev=net0');
+  }
+  return args;
+}

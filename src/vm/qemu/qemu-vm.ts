@@ -1,0 +1,253 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { EventEmitter } from 'node:events';
+import { closeSync, existsSync, openSync, readFileSync, rmSync } from 'node:fs';
+import { connect, type Socket } from 'node:net';
+import { join } from 'node:path';
+import { UserError } from '../../util/errors.js';
+import { ensurePrivateDir } from '../../util/paths.js';
+import type { ExitInfo, Vm, VmEvents, VmSpec, VmState, VmStatus } from '../driver.js';
+import { freeLoopbackPort } from './free-port.js';
+import { buildQemuArgs, type QemuRuntimePaths } from './qemu-args.js';
+import { QmpClient, type QmpEvent } from './qmp-client.js';
+import { killAllOnExit } from './process-reaper.js';
+
+const PANIC_TEXT = 'Kernel panic - not syncing';
+const START_TIMEOUT_MS = 15_000;
+
+export interface QemuVmOptions {
+  qemuBinary: string;
+  tscKhz?: number;
+}
+
+/** Why the host side asked the VM to end, if it did: decides between stopped, killed and crashed. */
+type EndRequest = 'stop' | 'stop-forced' | 'kill';
+
+export class QemuVm extends EventEmitter<VmEvents> implements Vm {
+  readonly name: string;
+  readonly exited: Promise<ExitInfo>;
+  private _state: VmState = 'created';
+  private child?: ChildProcess;
+  private qmp?: QmpClient;
+  private consoleSocket?: Socket;
+  private shutdownReason?: string;
+  private panicSeen = false;
+  private consoleTail = '';
+  private endRequest?: EndRequest;
+  private exitInfo?: ExitInfo;
+  private startedAt?: Date;
+  private resolveExited!: (info: ExitInfo) => void;
+  private _sshEndpoint?: { host: string; port: number };
+  readonly paths: QemuRuntimePaths & { stderrLog: string };
+
+  constructor(
+    readonly spec: VmSpec,
+    private readonly opts: QemuVmOptions,
+  ) {
+    super();
+    this.name = spec.name;
+    this.exited = new Promise((resolve) => (this.resolveExited = resolve));
+    this.paths = {
+      qmpSocket: join(spec.dir, 'qmp.sock'),
+      consoleSocket: join(spec.dir, 'console.sock'),
+      pidFile: join(spec.dir, 'qemu.pid'),
+      stderrLog: join(spec.dir, 'qemu.stderr.log'),
+    };
+  }
+
+  get state(): VmState {
+    return this._state;
+  }
+  get pid(): number | undefined {
+    return this.child?.pid;
+  }
+  get sshEndpoint(): { host: string; port: number } | undefined {
+    return this._sshEndpoint;
+  }
+
+  async start(): Promise<void> {
+    if (this._state !== 'created') throw new Error(`VM ${this.name} was already started`);
+    this.setState('starting');
+    ensurePrivateDir(this.spec.dir);
+    this.removeRuntimeFiles();
+    const sshHostPort = this.spec.network.exposeSsh ? await freeLoopbackPort() : undefined;
+    const args = buildQemuArgs(this.spec, this.paths, { tscKhz: this.opts.tscKhz, sshHostPort });
+
+    const stderrFd = openSync(this.paths.stderrLog, 'a', 0o600);
+    try {
+      this.child = spawn(this.opts.qemuBinary, args, { stdio: ['ignore', 'ignore', stderrFd] });
+    } finally {
+      closeSync(stderrFd);
+    }
+    killAllOnExit(this.child);
+    this.child.on('exit', (code, signal) => this.onExit(code, signal));
+    this.child.on('error', () => this.onExit(null, null));
+
+    try {
+      await this.waitForSockets();
+      this.qmp = await QmpClient.connect(this.paths.qmpSocket);
+      this.qmp.on('event', (e) => this.onQmpEvent(e));
+      this.consoleSocket = await connectUnix(this.paths.consoleSocket);
+      this.consoleSocket.on('data', (b: Buffer) => this.onConsole(b));
+      this.consoleSocket.on('error', () => {});
+      await this.qmp.execute('cont');
+    } catch (err) {
+      if (!this.exitInfo) await this.kill();
+      const why = this.stderrTail() || (err as Error).message;
+      throw new UserError(`VM ${this.name} failed to start: ${why}`);
+    }
+    if (sshHostPort) this._sshEndpoint = { host: '127.0.0.1', port: sshHostPort };
+    this.startedAt = new Date();
+    this.setState('running');
+  }
+
+  async stop(options: { timeoutMs?: number } = {}): Promise<ExitInfo> {
+    if (this.exitInfo) return this.exitInfo;
+    const timeoutMs = options.timeoutMs ?? 10_000;
+    this.endRequest = 'stop';
+    this.setState('stopping');
+    try {
+      // A paused guest cannot see the power button.
+      if (this.qmp && !this.qmp.isClosed) {
+        const { running } = await this.qmp.execute('query-status');
+        if (!running) await this.qmp.execute('cont');
+        await this.qmp.execute('system_powerdown');
+      }
+    } catch {
+      // QMP gone: the kill below still ends it.
+    }
+    let timer: NodeJS.Timeout | undefined;
+    const timedOut = await Promise.race([
+      this.exited.then(() => false),
+      new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(true), timeoutMs))),
+    ]);
+    clearTimeout(timer);
+    if (timedOut) {
+      this.endRequest = 'stop-forced';
+      this.child?.kill('SIGKILL');
+    }
+    return this.exited;
+  }
+
+  async kill(): Promise<ExitInfo> {
+    if (this.exitInfo) return this.exitInfo;
+    if (!this.child) {
+      this.onExit(null, null);
+      return this.exited;
+    }
+    this.endRequest ??= 'kill';
+    this.child.kill('SIGKILL');
+    return this.exited;
+  }
+
+  async pause(): Promise<void> {
+    await this.requireQmp().execute('stop');
+    this.setState('paused');
+  }
+
+  async resume(): Promise<void> {
+    await this.requireQmp().execute('cont');
+    this.setState('running');
+  }
+
+  async status(): Promise<VmStatus> {
+    const base: VmStatus = { state: this._state, pid: this.pid, startedAt: this.startedAt, exit: this.exitInfo };
+    if (!this.qmp || this.qmp.isClosed || this.exitInfo) return base;
+    try {
+      const s = await this.qmp.execute('query-status');
+      return { ...base, hypervisorState: s.status };
+    } catch {
+      return base;
+    }
+  }
+
+  writeConsole(data: Buffer | string): void {
+    if (this.consoleSocket && !this.consoleSocket.destroyed) this.consoleSocket.write(data);
+  }
+
+  private requireQmp(): QmpClient {
+    if (!this.qmp || this.qmp.isClosed) throw new UserError(`VM ${this.name} is not running`);
+    return this.qmp;
+  }
+
+  private setState(state: VmState): void {
+    if (this._state === state || this._state === 'exited') return;
+    this._state = state;
+    this.emit('state', state);
+  }
+
+  private onConsole(chunk: Buffer): void {
+    if (!this.panicSeen) {
+      const text = this.consoleTail + chunk.toString('latin1');
+      if (text.includes(PANIC_TEXT)) this.panicSeen = true;
+      this.consoleTail = text.slice(-PANIC_TEXT.length);
+    }
+    this.emit('console', chunk);
+  }
+
+  private onQmpEvent(e: QmpEvent): void {
+    if (e.event === 'SHUTDOWN') this.shutdownReason = String(e.data?.reason ?? '');
+    if (e.event === 'GUEST_PANICKED') this.panicSeen = true;
+  }
+
+  private async waitForSockets(): Promise<void> {
+    const deadline = Date.now() + START_TIMEOUT_MS;
+    while (!(existsSync(this.paths.qmpSocket) && existsSync(this.paths.consoleSocket))) {
+      if (this.exitInfo) throw new Error('qemu exited during start-up');
+      if (Date.now() > deadline) throw new Error(`qemu created no QMP socket within ${START_TIMEOUT_MS} ms`);
+      await new Promise((r) => setTimeout(r, 10));
+    }
+  }
+
+  private stderrTail(): string {
+    try {
+      const lines = readFileSync(this.paths.stderrLog, 'utf8').trim().split('\n');
+      return (lines[lines.length - 1] ?? '').replace(/^qemu-system-x86_64: /, '');
+    } catch {
+      return '';
+    }
+  }
+
+  private classifyExit(code: number | null, signal: NodeJS.Signals | null): Pick<ExitInfo, 'reason' | 'detail'> {
+    if (this.endRequest === 'kill') return { reason: 'killed', detail: 'killed by sshvisor' };
+    if (this.panicSeen) return { reason: 'panic', detail: 'guest kernel panic' };
+    if (this.endRequest === 'stop-forced') return { reason: 'stopped', detail: 'guest ignored the power-off request and was killed' };
+    if (this.shutdownReason === 'guest-shutdown') {
+      return this.endRequest === 'stop'
+        ? { reason: 'stopped', detail: 'guest powered off on request' }
+        : { reason: 'poweroff', detail: 'guest powered off' };
+    }
+    if (this.shutdownReason === 'guest-reset') return { reason: 'reboot', detail: 'guest rebooted' };
+    if (this.shutdownReason === 'guest-panic') return { reason: 'panic', detail: 'guest panic' };
+    if (this.shutdownReason?.startsWith('host-')) return { reason: 'stopped', detail: `stopped by the host (${this.shutdownReason})` };
+    if (signal) return { reason: 'crashed', detail: `qemu killed by ${signal}` };
+    const tail = this.stderrTail();
+    return { reason: 'crashed', detail: `qemu exited with code ${code}${tail ? `: ${tail}` : ''}` };
+  }
+
+  private onExit(code: number | null, signal: NodeJS.Signals | null): void {
+    if (this.exitInfo) return;
+    this.exitInfo = { ...this.classifyExit(code, signal), code, signal, at: new Date() };
+    this.qmp?.close();
+    this.consoleSocket?.destroy();
+    this.removeRuntimeFiles();
+    this._sshEndpoint = undefined;
+    this.setState('exited');
+    this.emit('exit', this.exitInfo);
+    this.resolveExited(this.exitInfo);
+  }
+
+  private removeRuntimeFiles(): void {
+    for (const f of [this.paths.qmpSocket, this.paths.consoleSocket, this.paths.pidFile]) rmSync(f, { force: true });
+  }
+}
+
+function connectUnix(path: string): Promise<Socket> {
+  return new Promise((resolve, reject) => {
+    const s = connect(path);
+    s.once('connect', () => {
+      s.off('error', reject);
+      resolve(s);
+    });
+    s.once('error', reject);
+  });
+}
