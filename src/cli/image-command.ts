@@ -1,4 +1,7 @@
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
 import type { Command } from 'commander';
+import { MANIFEST_FILE } from '../image/manifest.js';
 import { buildDefaultImage } from '../image/build.js';
 import { defaultDataDir, defaultImageDir } from '../util/paths.js';
 
@@ -9,8 +12,13 @@ export function registerImageCommands(program: Command): void {
     .description("build the default guest image from Debian's packages (cloud kernel, busybox, dropbear)")
     .option('--out <dir>', 'where to write the image', undefined)
     .option('--data-dir <dir>', 'data directory (the image goes to DATA_DIR/images/default)', defaultDataDir())
-    .action(async (opts: { out?: string; dataDir: string }) => {
+    .option('--if-missing', 'do nothing if an image is already there')
+    .action(async (opts: { out?: string; dataDir: string; ifMissing?: boolean }) => {
       const out = opts.out ?? defaultImageDir(opts.dataDir);
+      if (opts.ifMissing && existsSync(join(out, MANIFEST_FILE))) {
+        process.stdout.write(`guest image already built in ${out} (\`sshvisor image build\` rebuilds it)\n`);
+        return;
+      }
       const started = Date.now();
       const manifest = await buildDefaultImage(out, (step) => process.stderr.write(`image: ${step}\n`));
       const secs = ((Date.now() - started) / 1000).toFixed(1);

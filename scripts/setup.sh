@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# One-time (and idempotent) setup of a Debian 12 host for sshvisor: the
+# Debian packages it runs, its npm dependencies, the build, the default
+# guest image. Run as root to install packages; otherwise it prints the
+# exact apt-get line to run and stops.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Runtime: QEMU, the image's ingredients, the tools that make disks.
+# Tests and benchmarks: OpenSSH client and server, paramiko, rsync.
+PACKAGES=(
+  qemu-system-x86 qemu-utils busybox-static dropbear-bin openssh-sftp-server
+  openssh-client e2fsprogs cpio kmod rsync
+  openssh-server python3-paramiko procps
+)
+
+missing=()
+for pkg in "${PACKAGES[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed'; then
+    missing+=("$pkg")
+  fi
+done
+
+if ((${#missing[@]})); then
+  if [[ $(id -u) -ne 0 ]]; then
+    echo "sshvisor setup: these Debian packages are missing; install them, then run npm run setup again:" >&2
+    echo "  sudo apt-get install -y --no-install-recommends ${missing[*]}" >&2
+    exit 1
+  fi
+  echo "setup: installing ${missing[*]}"
+  apt-get update -q
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+# The guest kernel comes from `apt-get download`, which needs package lists.
+if ! apt-cache show linux-image-cloud-amd64 >/dev/null 2>&1; then
+  if [[ $(id -u) -ne 0 ]]; then
+    echo "sshvisor setup: apt has no package lists; run: sudo apt-get update" >&2
+    exit 1
+  fi
+  apt-get update -q
+fi
+
+if [[ ! -d node_modules || package-lock.json -nt node_modules/.package-lock.json ]]; then
+  npm ci --no-audit --no-fund
+fi
+npm run build --silent
+
+node dist/src/cli/main.js image build --if-missing
+echo "setup: done. Start the server with: npm start"

@@ -1,0 +1,52 @@
+import { it } from 'node:test';
+import assert from 'node:assert/strict';
+import { buildQemuArgs } from '../../src/vm/qemu/qemu-args.js';
+import type { VmSpec } from '../../src/vm/driver.js';
+
+const spec: VmSpec = {
+  name: 'alice',
+  dir: '/data/vms/alice',
+  image: { name: 'default', kernel: '/img/vmlinuz', initrd: '/img/initrd.img', append: [], ssh: true },
+  memoryMiB: 256,
+  cpus: 2,
+  accel: 'tcg',
+  disk: '/data/vms/alice/disk.img',
+  network: { allowInternet: false, exposeSsh: true },
+  kernelArgs: ['sshvisor.name=alice'],
+};
+const paths = { qmpSocket: '/q.sock', consoleSocket: '/c.sock', pidFile: '/p.pid' };
+const arg = (args: string[], flag: string, nth = 0) => args.filter((_, i) => args[i - 1] === flag)[nth];
+
+it('under TCG: legacy timers, tsc_early_khz, starts paused', () => {
+  const args = buildQemuArgs(spec, paths, { tscKhz: 2596144, sshHostPort: 40000 });
+  assert.equal(arg(args, '-M'), 'microvm,pit=on,pic=on,rtc=on');
+  assert.equal(arg(args, '-accel'), 'tcg');
+  assert.ok(args.includes('-S'));
+  assert.match(arg(args, '-append')!, /tsc_early_khz=2596144/);
+  assert.match(arg(args, '-append')!, /sshvisor\.name=alice$/);
+  assert.equal(arg(args, '-smp'), '2');
+});
+
+it('network is restricted unless internet is allowed; ssh is forwarded to loopback only', () => {
+  const args = buildQemuArgs(spec, paths, { sshHostPort: 40000 });
+  assert.equal(arg(args, '-netdev'), 'user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:40000-:22');
+  const open = buildQemuArgs({ ...spec, network: { allowInternet: true, exposeSsh: false } }, paths);
+  assert.equal(arg(open, '-netdev'), 'user,id=net0,restrict=off');
+  const none = buildQemuArgs({ ...spec, network: { allowInternet: false, exposeSsh: false } }, paths);
+  assert.ok(!none.includes('-netdev'), 'no NIC at all when nothing needs one');
+});
+
+it('under KVM: host CPU, no TSC hint', () => {
+  const args = buildQemuArgs({ ...spec, accel: 'kvm' }, paths, { tscKhz: 2596144 });
+  assert.equal(arg(args, '-M'), 'microvm');
+  assert.equal(arg(args, '-cpu'), 'host');
+  assert.doesNotMatch(arg(args, '-append')!, /tsc_early_khz/);
+});
+
+it('console and QMP are unix sockets, the disk is virtio-blk', () => {
+  const args = buildQemuArgs(spec, paths);
+  assert.equal(arg(args, '-qmp'), 'unix:/q.sock,server=on,wait=off');
+  assert.equal(arg(args, '-chardev'), 'socket,id=console0,path=/c.sock,server=on,wait=off');
+  assert.match(arg(args, '-drive')!, /file=\/data\/vms\/alice\/disk\.img,format=raw/);
+  assert.ok(args.includes('virtio-blk-device,drive=disk0'));
+});
