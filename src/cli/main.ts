@@ -2,7 +2,6 @@
 import { Command, CommanderError } from 'commander';
 import { UserError } from '../util/errors.js';
 import { registerImageCommands } from './image-command.js';
-import { registerVmCommands } from './vm-command.js';
 
 const program = new Command()
   .name('sshvisor')
@@ -12,7 +11,6 @@ const program = new Command()
   .exitOverride();
 
 registerImageCommands(program);
-registerVmCommands(program);
 
 try {
   await program.parseAsync(process.argv);

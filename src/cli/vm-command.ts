@@ -1,2 +1,0 @@
-import type { Command } from 'commander';
-export function registerVmCommands(_program: Command): void {}
