@@ -2,6 +2,7 @@
 import { Command, CommanderError } from 'commander';
 import { UserError } from '../util/errors.js';
 import { registerImageCommands } from './image-command.js';
+import { registerServeCommand } from './serve-command.js';
 
 const program = new Command()
   .name('sshvisor')
@@ -11,6 +12,7 @@ const program = new Command()
   .exitOverride();
 
 registerImageCommands(program);
+registerServeCommand(program);
 
 try {
   await program.parseAsync(process.argv);

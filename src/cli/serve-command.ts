@@ -1,0 +1,87 @@
+import type { Command } from 'commander';
+import { loadConfig } from '../config/load-config.js';
+import { createLogger } from '../util/log.js';
+import { loadImage } from '../image/image.js';
+import { QemuDriver } from '../vm/qemu/qemu-driver.js';
+import { resolveAccel } from '../vm/accel.js';
+import { Store } from '../store/store.js';
+import { VmManager } from '../manager/vm-manager.js';
+import { createAuthenticator } from '../ssh/authenticator.js';
+import { loadOrCreateGatewayKey, loadOrCreateHostKey } from '../ssh/host-key.js';
+import { createSshServer } from '../ssh/server.js';
+import { registerServeOptions } from '../config/load-config.js';
+import { UserError } from '../util/errors.js';
+
+const OPEN_BANNER =
+  'WARNING: this sshvisor runs with --auth open: any key can log in as any name.\r\n';
+
+export function registerServeCommand(program: Command): void {
+  const cmd = program.command('serve').description('run the SSH server: `ssh NAME@host` gets NAME its own microVM');
+  registerServeOptions(cmd);
+  cmd.action(async (flags: Record<string, unknown>) => {
+    const config = loadConfig({ flags, env: process.env });
+    const logger = createLogger(config.logLevel);
+    // Everything that can fail on bad setup fails here, before the port opens.
+    const image = loadImage(config.imageDir);
+    const driver = new QemuDriver();
+    const accel = resolveAccel(config.accel);
+    const store = Store.open(config.dataDir);
+    const hostKey = loadOrCreateHostKey(config.dataDir);
+    const gatewayKey = loadOrCreateGatewayKey(config.dataDir);
+    const manager = new VmManager({
+      driver,
+      image,
+      store,
+      logger,
+      dataDir: config.dataDir,
+      accel,
+      memoryMiB: config.memory,
+      cpus: config.cpus,
+      diskSizeMiB: config.diskSize,
+      maxVms: config.maxVms,
+      allowInternet: config.allowInternet,
+      idleTimeoutSec: config.idleTimeout,
+      bootTimeoutSec: config.bootTimeout,
+      gatewayKey,
+    });
+    const authenticator = createAuthenticator({ mode: config.auth, store, keysDir: config.keysDir, logger });
+    const server = createSshServer({
+      hostKey: hostKey.privateKey,
+      authenticator,
+      acquire: (name, onWaiting) => manager.acquire(name, onWaiting),
+      logger,
+      banner: config.auth === 'open' ? OPEN_BANNER : undefined,
+    });
+
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', (err: NodeJS.ErrnoException) =>
+        reject(new UserError(`cannot listen on ${config.listen}:${config.port}: ${err.code ?? err.message}`)),
+      );
+      server.listen(config.port, config.listen, () => resolve());
+    });
+    const address = server.address();
+    const port = typeof address === 'object' && address ? address.port : config.port;
+    logger.info(
+      { event: 'listening', listen: config.listen, port, accel, auth: config.auth, dataDir: config.dataDir, hostKey: hostKey.fingerprint, kernel: image.manifest?.kernel.release },
+      `sshvisor listening on ${config.listen}:${port}`,
+    );
+
+    let stopping = false;
+    const stop = (signal: string): void => {
+      if (stopping) return;
+      stopping = true;
+      logger.info({ event: 'shutdown', signal }, 'shutting down: stopping VMs');
+      server.close();
+      void manager
+        .shutdown()
+        .catch((err) => logger.error({ err: String(err) }, 'error while stopping VMs'))
+        .finally(() => {
+          store.close();
+          logger.flush();
+          process.exit(0);
+        });
+    };
+    process.on('SIGTERM', () => stop('SIGTERM'));
+    process.on('SIGINT', () => stop('SIGINT'));
+  });
+}

@@ -1,0 +1,66 @@
+import ssh2 from 'ssh2';
+import type { ExitInfo } from '../vm/driver.js';
+
+const { Client } = ssh2;
+export type GuestClient = InstanceType<typeof Client>;
+
+export interface GuestConnectOptions {
+  host: string;
+  port: number;
+  privateKey: Buffer;
+  /** Give up at this time (ms since epoch). */
+  deadline: number;
+  /** Stop trying as soon as the VM is gone. */
+  exited: Promise<ExitInfo>;
+}
+
+function tryConnect(opts: GuestConnectOptions): Promise<GuestClient> {
+  return new Promise((resolve, reject) => {
+    const client = new Client();
+    const fail = (err: Error): void => {
+      client.removeAllListeners('ready');
+      client.end();
+      reject(err);
+    };
+    client.once('ready', () => {
+      client.removeListener('error', fail);
+      // Later errors end the connection; the manager watches 'close'.
+      client.on('error', () => {});
+      resolve(client);
+    });
+    client.once('error', fail);
+    client.connect({
+      host: opts.host,
+      port: opts.port,
+      username: 'root',
+      privateKey: opts.privateKey,
+      readyTimeout: Math.max(1000, Math.min(10_000, opts.deadline - Date.now())),
+      // The guest is a process we started, reached through a port QEMU bound on loopback.
+      hostVerifier: () => true,
+      keepaliveInterval: 15_000,
+    });
+  });
+}
+
+/**
+ * Log in to a guest's SSH daemon as soon as it answers. While the guest boots,
+ * QEMU's port forward accepts and then drops connections, so failures are
+ * retried until the deadline or until the VM exits.
+ */
+export async function connectGuest(opts: GuestConnectOptions): Promise<GuestClient> {
+  let gone: ExitInfo | undefined;
+  void opts.exited.then((e) => (gone = e));
+  let lastError: Error | undefined;
+  while (Date.now() < opts.deadline) {
+    if (gone) throw new Error(`the VM exited while booting (${gone.detail})`);
+    try {
+      return await tryConnect(opts);
+    } catch (err) {
+      lastError = err as Error;
+      // An auth failure will not fix itself: the guest does not trust our key.
+      if (/authentication methods failed/i.test(lastError.message)) throw new Error('the guest refused the gateway key');
+    }
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  throw new Error(`the guest's SSH daemon did not answer in time (${lastError?.message ?? 'no attempt'})`);
+}

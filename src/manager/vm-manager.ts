@@ -1,0 +1,233 @@
+import { EventEmitter } from 'node:events';
+import { join } from 'node:path';
+import type { Logger } from '../util/log.js';
+import { UserError, errorMessage } from '../util/errors.js';
+import { ensurePrivateDir } from '../util/paths.js';
+import type { GuestImage } from '../image/image.js';
+import { guestKernelArgs } from '../image/guest-contract.js';
+import type { Accel, ExitInfo, Vm, VmDriver } from '../vm/driver.js';
+import { assertVmName } from '../vm/vm-name.js';
+import { ensureDisk } from '../vm/disk.js';
+import type { Store } from '../store/store.js';
+import { CapacityError } from './capacity-error.js';
+import { connectGuest, type GuestClient } from './guest-connection.js';
+
+export interface VmManagerOptions {
+  driver: VmDriver;
+  image: GuestImage;
+  store: Pick<Store, 'recordBoot' | 'recordExit'>;
+  logger: Logger;
+  dataDir: string;
+  accel: Accel;
+  memoryMiB: number;
+  cpus: number;
+  diskSizeMiB: number;
+  maxVms: number;
+  allowInternet: boolean;
+  /** Seconds a VM stays up after its last session ends; 0 keeps it up. */
+  idleTimeoutSec: number;
+  bootTimeoutSec: number;
+  /** The key the gateway logs in to guests with, and its public line for the guest. */
+  gatewayKey: { privateKey: Buffer; publicKey: string };
+}
+
+/** One running (or booting) VM and who is using it. */
+interface Entry {
+  name: string;
+  vm?: Vm;
+  guest?: GuestClient;
+  ready?: Promise<void>;
+  sessions: number;
+  idleTimer?: NodeJS.Timeout;
+}
+
+/** A session's hold on a running VM; release it when the session ends. */
+export interface Lease {
+  readonly name: string;
+  readonly vm: Vm;
+  readonly guest: GuestClient;
+  release(): void;
+}
+
+export interface ManagerEvents {
+  /** A VM was created and is about to start: attach to its console now to see every byte. */
+  'vm-created': [Vm];
+  'vm-exit': [string, ExitInfo];
+}
+
+/**
+ * Owns every VM's lifecycle: boots a VM on a user's first session, shares it
+ * between that user's sessions, enforces --max-vms, and stops it once it has
+ * been idle for --idle-timeout.
+ */
+export class VmManager extends EventEmitter<ManagerEvents> {
+  private readonly entries = new Map<string, Entry>();
+  private closing = false;
+
+  constructor(private readonly opts: VmManagerOptions) {
+    super();
+  }
+
+  /** VMs booting or running. */
+  get runningCount(): number {
+    return this.entries.size;
+  }
+
+  isRunning(name: string): boolean {
+    return this.entries.get(name)?.vm?.state === 'running';
+  }
+
+  /**
+   * Get `name`'s VM for a session, booting it if needed. `onWaiting` is
+   * called once if the caller has to wait for a boot.
+   */
+  async acquire(name: string, onWaiting?: () => void): Promise<Lease> {
+    assertVmName(name);
+    if (this.closing) throw new UserError('sshvisor is shutting down; try again shortly');
+    let entry = this.entries.get(name);
+    if (!entry) {
+      if (this.entries.size >= this.opts.maxVms) throw new CapacityError(this.entries.size);
+      entry = { name, sessions: 0 };
+      this.entries.set(name, entry);
+    }
+    // Count the session before waiting, so the idle timer cannot fire under it.
+    entry.sessions++;
+    this.clearIdle(entry);
+    try {
+      if (!entry.vm || !entry.guest) {
+        if (!entry.ready) {
+          const e = entry;
+          e.ready = this.bringUp(e).finally(() => (e.ready = undefined));
+        }
+        onWaiting?.();
+        await entry.ready;
+      }
+    } catch (err) {
+      this.releaseSession(entry);
+      throw err;
+    }
+    const { vm, guest } = entry;
+    if (!vm || !guest) {
+      this.releaseSession(entry);
+      throw new UserError(`VM ${name} is not available`);
+    }
+    let released = false;
+    const e = entry;
+    return {
+      name,
+      vm,
+      guest,
+      release: () => {
+        if (released) return;
+        released = true;
+        this.releaseSession(e);
+      },
+    };
+  }
+
+  /** Stop one VM now (graceful power-off, then kill). */
+  async stop(name: string): Promise<ExitInfo | undefined> {
+    const entry = this.entries.get(name);
+    if (!entry?.vm) return undefined;
+    return entry.vm.stop({ timeoutMs: 15_000 });
+  }
+
+  /** Stop every VM; used at shutdown. */
+  async shutdown(): Promise<void> {
+    this.closing = true;
+    await Promise.all([...this.entries.values()].map(async (e) => {
+      this.clearIdle(e);
+      await e.ready?.catch(() => undefined);
+      await e.vm?.stop({ timeoutMs: 15_000 });
+    }));
+  }
+
+  private async bringUp(entry: Entry): Promise<void> {
+    const { opts } = this;
+    const started = Date.now();
+    if (!entry.vm) {
+      const dir = ensurePrivateDir(join(opts.dataDir, 'vms', entry.name));
+      const disk = join(dir, 'disk.img');
+      try {
+        await ensureDisk(disk, opts.diskSizeMiB);
+      } catch (err) {
+        this.entries.delete(entry.name);
+        throw new UserError(`cannot create the disk of VM ${entry.name}: ${errorMessage(err)}`);
+      }
+      const vm = opts.driver.create({
+        name: entry.name,
+        dir,
+        image: opts.image,
+        memoryMiB: opts.memoryMiB,
+        cpus: opts.cpus,
+        accel: opts.accel,
+        disk,
+        network: { allowInternet: opts.allowInternet, exposeSsh: opts.image.ssh },
+        kernelArgs: guestKernelArgs({ hostname: entry.name, authorizedKey: opts.gatewayKey.publicKey }),
+      });
+      entry.vm = vm;
+      vm.once('exit', (info) => this.onExit(entry, vm, info));
+      this.emit('vm-created', vm);
+      opts.logger.info({ vm: entry.name, event: 'vm-boot' }, 'booting VM');
+      try {
+        await vm.start();
+      } catch (err) {
+        throw new UserError(errorMessage(err));
+      }
+      opts.store.recordBoot(entry.name);
+    }
+    const vm = entry.vm;
+    const endpoint = vm.sshEndpoint;
+    if (!endpoint) throw new UserError(`VM ${entry.name} has no SSH endpoint`);
+    try {
+      const guest = await connectGuest({
+        ...endpoint,
+        privateKey: opts.gatewayKey.privateKey,
+        deadline: started + opts.bootTimeoutSec * 1000,
+        exited: vm.exited,
+      });
+      guest.once('close', () => {
+        if (entry.guest === guest) entry.guest = undefined;
+      });
+      entry.guest = guest;
+    } catch (err) {
+      opts.logger.error({ vm: entry.name, event: 'vm-boot-failed', err: errorMessage(err) }, 'VM did not come up');
+      await vm.kill();
+      throw new UserError(`VM ${entry.name} failed to boot: ${errorMessage(err)}`);
+    }
+    opts.logger.info({ vm: entry.name, event: 'vm-ready', ms: Date.now() - started }, 'VM ready');
+  }
+
+  private releaseSession(entry: Entry): void {
+    entry.sessions = Math.max(0, entry.sessions - 1);
+    if (entry.sessions > 0 || this.entries.get(entry.name) !== entry) return;
+    if (!entry.vm) {
+      // Never got as far as a VM (e.g. the disk could not be made).
+      if (!entry.ready) this.entries.delete(entry.name);
+      return;
+    }
+    this.clearIdle(entry);
+    if (this.opts.idleTimeoutSec === 0) return;
+    const vm = entry.vm;
+    entry.idleTimer = setTimeout(() => {
+      this.opts.logger.info({ vm: entry.name, event: 'vm-idle', idleTimeoutSec: this.opts.idleTimeoutSec }, 'stopping idle VM');
+      void vm.stop({ timeoutMs: 15_000 });
+    }, this.opts.idleTimeoutSec * 1000);
+    entry.idleTimer.unref();
+  }
+
+  private clearIdle(entry: Entry): void {
+    if (entry.idleTimer) clearTimeout(entry.idleTimer);
+    entry.idleTimer = undefined;
+  }
+
+  private onExit(entry: Entry, vm: Vm, info: ExitInfo): void {
+    this.clearIdle(entry);
+    entry.guest?.end();
+    entry.guest = undefined;
+    if (this.entries.get(entry.name) === entry && entry.vm === vm) this.entries.delete(entry.name);
+    this.opts.store.recordExit(entry.name, info.reason, info.detail);
+    this.opts.logger.info({ vm: entry.name, event: 'vm-exit', reason: info.reason, detail: info.detail }, 'VM exited');
+    this.emit('vm-exit', entry.name, info);
+  }
+}

@@ -1,0 +1,129 @@
+import ssh2, { type AuthContext, type Connection } from 'ssh2';
+import type { Logger } from '../util/log.js';
+import type { Authenticator } from './authenticator.js';
+import { keyFingerprint } from './key-fingerprint.js';
+import { parseUsername, type Route } from './routing.js';
+import { fail, relaySession, type AcquireVm } from './session-relay.js';
+import { relayDirectTcpip } from './forward-relay.js';
+
+const { Server, utils } = ssh2;
+
+export interface SshFrontDoorOptions {
+  hostKey: Buffer;
+  authenticator: Authenticator;
+  acquire: AcquireVm;
+  logger: Logger;
+  /** Shown to every client before authentication (e.g. the auth=open warning). */
+  banner?: string;
+}
+
+/**
+ * Why a connection that authenticated gets no VM. Names that can never be
+ * valid are refused after authentication rather than during it, because
+ * only then can the client be told why in words (stderr of its session).
+ */
+type Routing = { route: Route } | { refusal: string };
+
+/** The SSH server: authentication, routing by username, and the channel relays. */
+export function createSshServer(opts: SshFrontDoorOptions): InstanceType<typeof Server> {
+  const server = new Server({ hostKeys: [opts.hostKey], ident: 'sshvisor', banner: opts.banner }, (client, info) => {
+    const log = opts.logger.child({ conn: `${info.ip}:${info.port}` });
+    log.info({ event: 'connect', client: info.header.versions.software }, 'connection');
+    let routing: Routing | undefined;
+    let user = '';
+
+    client.on('authentication', (ctx) => {
+      const result = authenticate(ctx, opts.authenticator, log);
+      if (result) {
+        routing = result;
+        user = ctx.username;
+      }
+    });
+    client.on('ready', () => {
+      if (!routing) return client.end();
+      onReady(client, routing, opts, log.child({ user }));
+    });
+    client.on('error', (err) => log.info({ event: 'conn-error', err: err.message }, 'connection error'));
+    client.on('close', () => log.info({ event: 'disconnect' }, 'connection closed'));
+  });
+  return server;
+}
+
+/** Decide one authentication attempt; returns how to route the connection when it is accepted. */
+function authenticate(ctx: AuthContext, authenticator: Authenticator, log: Logger): Routing | undefined {
+  if (ctx.method !== 'publickey') {
+    // Password and keyboard-interactive are never accepted; tell the client what is.
+    ctx.reject(['publickey']);
+    return undefined;
+  }
+  const parsed = parseUsername(ctx.username);
+  const signed = ctx.signature !== undefined;
+  if (signed && !verifySignature(ctx)) {
+    log.warn({ event: 'auth', result: 'bad-signature', user: ctx.username.slice(0, 64) }, 'bad signature');
+    ctx.reject(['publickey']);
+    return undefined;
+  }
+  const fingerprint = keyFingerprint(ctx.key.data);
+  if (!parsed.ok) {
+    // Let the holder of any key in, only to be told why the name is wrong.
+    if (signed) log.info({ event: 'auth', result: 'refused-name', fingerprint, reason: parsed.reason }, 'invalid username');
+    ctx.accept();
+    return { refusal: parsed.reason };
+  }
+  if (parsed.route.kind === 'admin') {
+    if (signed) log.info({ event: 'auth', result: 'refused-admin', fingerprint }, 'admin login refused');
+    ctx.accept();
+    return { refusal: 'the admin account is not enabled on this server' };
+  }
+  const decision = authenticator.check(parsed.route.vm, ctx.key.algo, ctx.key.data, { probe: !signed });
+  if (!decision.allowed) {
+    if (signed) log.info({ event: 'auth', result: 'denied', vm: parsed.route.vm, fingerprint, reason: decision.reason }, 'auth denied');
+    ctx.reject(['publickey']);
+    return undefined;
+  }
+  if (signed) log.info({ event: 'auth', result: 'accepted', vm: parsed.route.vm, fingerprint, reason: decision.reason }, 'auth accepted');
+  ctx.accept();
+  return { route: parsed.route };
+}
+
+function verifySignature(ctx: AuthContext): boolean {
+  if (ctx.method !== 'publickey' || !ctx.signature || !ctx.blob) return false;
+  const key = utils.parseKey(ctx.key.data);
+  if (key instanceof Error) return false;
+  return key.verify(ctx.blob, ctx.signature, ctx.hashAlgo) === true;
+}
+
+function onReady(client: Connection, routing: Routing, opts: SshFrontDoorOptions, log: Logger): void {
+  const refusal =
+    'refusal' in routing
+      ? routing.refusal
+      : routing.route.kind === 'vm' && routing.route.mode !== 'shell'
+        ? `"+${routing.route.mode}" is not available on this server yet`
+        : undefined;
+  const vmName = 'route' in routing && routing.route.kind === 'vm' ? routing.route.vm : undefined;
+
+  client.on('session', (accept) => {
+    const session = accept();
+    if (refusal || !vmName) {
+      const refuse = (acc: (() => ssh2.ServerChannel) | undefined): void => {
+        if (acc) fail(acc(), refusal ?? 'no VM for this login');
+      };
+      session.on('pty', (acc) => acc?.());
+      session.on('env', (acc) => acc?.());
+      session.on('shell', (acc) => refuse(acc));
+      session.on('exec', (acc) => refuse(acc));
+      session.on('subsystem', (acc) => refuse(acc));
+      return;
+    }
+    relaySession(session, vmName, opts.acquire, log.child({ vm: vmName }));
+  });
+  client.on('tcpip', (accept, reject, info) => {
+    if (refusal || !vmName) return reject();
+    relayDirectTcpip(accept, reject, info, vmName, opts.acquire, log.child({ vm: vmName }));
+  });
+  client.on('request', (accept, reject, name) => {
+    // -R would need a listener on the host side for each user; not offered.
+    log.info({ event: 'global-request-refused', request: name }, 'refused global request');
+    reject?.();
+  });
+}

@@ -1,0 +1,132 @@
+import type { ClientChannel, ServerChannel, PseudoTtyInfo, Session } from 'ssh2';
+import type { Logger } from '../util/log.js';
+import { errorMessage } from '../util/errors.js';
+import type { Lease } from '../manager/vm-manager.js';
+import { BootProgress } from './boot-progress.js';
+import { commandWithEnv, isAcceptableEnv } from './guest-env.js';
+
+/** What the relay needs from the VM manager: a lease on a named VM. */
+export type AcquireVm = (name: string, onWaiting?: () => void) => Promise<Lease>;
+
+type GuestChannel = ClientChannel;
+
+type Start =
+  | { kind: 'shell' }
+  | { kind: 'exec'; command: string }
+  | { kind: 'subsystem'; name: string };
+
+/**
+ * One SSH session channel of a user, relayed to a session channel on the
+ * guest's own SSH daemon: pty, environment, window changes, signals, EOF,
+ * stdout/stderr and the exit status all pass through.
+ */
+export function relaySession(session: Session, vmName: string, acquire: AcquireVm, log: Logger): void {
+  let pty: PseudoTtyInfo | undefined;
+  const env: Record<string, string> = {};
+  let guest: GuestChannel | undefined;
+  let started = false;
+
+  session.on('pty', (accept, _reject, info) => {
+    pty = info;
+    accept?.();
+  });
+  session.on('env', (accept, reject, info) => {
+    if (!isAcceptableEnv(env, info.key, info.val)) return reject?.();
+    env[info.key] = info.val;
+    accept?.();
+  });
+  session.on('window-change', (accept, _reject, info) => {
+    if (pty) Object.assign(pty, { rows: info.rows, cols: info.cols, height: info.height, width: info.width });
+    guest?.setWindow(info.rows, info.cols, info.height, info.width);
+    accept?.();
+  });
+  session.on('signal', (accept, _reject, info) => {
+    guest?.signal(info.name);
+    accept?.();
+  });
+  session.on('x11', (_accept, reject) => reject?.());
+  session.on('auth-agent', (_accept, reject) => reject?.());
+
+  const begin = (stream: ServerChannel, start: Start): void => {
+    started = true;
+    void run(stream, start).catch((err) => {
+      log.error({ err: errorMessage(err) }, 'session relay failed');
+      fail(stream, errorMessage(err));
+    });
+  };
+  session.on('shell', (accept, reject) => (started ? reject?.() : begin(accept(), { kind: 'shell' })));
+  session.on('exec', (accept, reject, info) => (started ? reject?.() : begin(accept(), { kind: 'exec', command: info.command })));
+  session.on('subsystem', (accept, reject, info) => {
+    if (started || info.name !== 'sftp') return reject?.();
+    begin(accept(), { kind: 'subsystem', name: info.name });
+  });
+
+  async function run(stream: ServerChannel, start: Start): Promise<void> {
+    const opened = Date.now();
+    const progress = pty ? new BootProgress(stream, vmName) : undefined;
+    let lease: Lease;
+    try {
+      lease = await acquire(vmName, () => progress?.start());
+    } catch (err) {
+      progress?.stop(false);
+      return fail(stream, errorMessage(err));
+    } finally {
+      progress?.stop(true);
+    }
+    if (stream.destroyed) return lease.release();
+    stream.once('close', () => lease.release());
+
+    let channel: GuestChannel;
+    try {
+      channel = await openGuestChannel(lease, start, pty, env);
+    } catch (err) {
+      return fail(stream, `cannot open a session in VM ${vmName}: ${errorMessage(err)}`);
+    }
+    guest = channel;
+    log.info({ event: 'session-start', kind: start.kind, pty: !!pty }, 'session started');
+
+    stream.pipe(channel);
+    channel.pipe(stream, { end: false });
+    channel.stderr.pipe(stream.stderr, { end: false });
+
+    let exit: { code: number } | { signal: string; core: boolean; message: string } | undefined;
+    channel.on('exit', (code: number | null, signal?: string, core?: boolean, message?: string) => {
+      exit = code !== null && code !== undefined ? { code } : { signal: signal ?? 'KILL', core: !!core, message: message ?? '' };
+    });
+    channel.once('close', () => {
+      if (exit && 'code' in exit) stream.exit(exit.code);
+      else if (exit) stream.exit(exit.signal, exit.core, exit.message);
+      stream.end();
+      log.info({ event: 'session-end', kind: start.kind, exit, ms: Date.now() - opened }, 'session ended');
+    });
+    stream.once('close', () => channel.close());
+  }
+}
+
+function openGuestChannel(lease: Lease, start: Start, pty: PseudoTtyInfo | undefined, env: Record<string, string>): Promise<GuestChannel> {
+  return new Promise((resolve, reject) => {
+    const done = (err: Error | undefined, ch: GuestChannel): void => (err ? reject(err) : resolve(ch));
+    const ptyOpts = pty ? { rows: pty.rows, cols: pty.cols, height: pty.height, width: pty.width, term: pty.term, modes: pty.modes } : undefined;
+    const withEnv = commandWithEnv(start.kind === 'exec' ? start.command : undefined, env);
+    switch (start.kind) {
+      case 'shell':
+        if (withEnv === undefined) lease.guest.shell(ptyOpts ?? false, done);
+        else lease.guest.exec(withEnv, { pty: ptyOpts }, done);
+        break;
+      case 'exec':
+        lease.guest.exec(withEnv ?? start.command, { pty: ptyOpts }, done);
+        break;
+      case 'subsystem':
+        lease.guest.subsys(start.name, done);
+        break;
+    }
+  });
+}
+
+/** End a user's session with a one-line reason on stderr and a non-zero status. */
+export function fail(stream: ServerChannel, message: string): void {
+  if (stream.destroyed) return;
+  stream.stderr.write(`sshvisor: ${message}\r\n`);
+  stream.exit(1);
+  stream.end();
+}
