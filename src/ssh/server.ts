@@ -34,10 +34,11 @@ export function createSshServer(opts: SshFrontDoorOptions): InstanceType<typeof 
 
     client.on('authentication', (ctx) => {
       const result = authenticate(ctx, opts.authenticator, log);
-      if (result) {
-        routing = result;
-        user = ctx.username;
-      }
+      if (!result) return ctx.reject(['publickey']);
+      // Before accept(): ssh2 emits 'ready' from inside it.
+      routing = result;
+      user = ctx.username;
+      ctx.accept();
     });
     client.on('ready', () => {
       if (!routing) return client.end();
@@ -49,40 +50,34 @@ export function createSshServer(opts: SshFrontDoorOptions): InstanceType<typeof 
   return server;
 }
 
-/** Decide one authentication attempt; returns how to route the connection when it is accepted. */
+/** Decide one authentication attempt: how to route the connection if it is accepted, undefined to reject. */
 function authenticate(ctx: AuthContext, authenticator: Authenticator, log: Logger): Routing | undefined {
   if (ctx.method !== 'publickey') {
-    // Password and keyboard-interactive are never accepted; tell the client what is.
-    ctx.reject(['publickey']);
+    // Password and keyboard-interactive are never accepted; the rejection tells the client what is.
     return undefined;
   }
   const parsed = parseUsername(ctx.username);
   const signed = ctx.signature !== undefined;
   if (signed && !verifySignature(ctx)) {
     log.warn({ event: 'auth', result: 'bad-signature', user: ctx.username.slice(0, 64) }, 'bad signature');
-    ctx.reject(['publickey']);
     return undefined;
   }
   const fingerprint = keyFingerprint(ctx.key.data);
   if (!parsed.ok) {
     // Let the holder of any key in, only to be told why the name is wrong.
     if (signed) log.info({ event: 'auth', result: 'refused-name', fingerprint, reason: parsed.reason }, 'invalid username');
-    ctx.accept();
     return { refusal: parsed.reason };
   }
   if (parsed.route.kind === 'admin') {
     if (signed) log.info({ event: 'auth', result: 'refused-admin', fingerprint }, 'admin login refused');
-    ctx.accept();
     return { refusal: 'the admin account is not enabled on this server' };
   }
   const decision = authenticator.check(parsed.route.vm, ctx.key.algo, ctx.key.data, { probe: !signed });
   if (!decision.allowed) {
     if (signed) log.info({ event: 'auth', result: 'denied', vm: parsed.route.vm, fingerprint, reason: decision.reason }, 'auth denied');
-    ctx.reject(['publickey']);
     return undefined;
   }
   if (signed) log.info({ event: 'auth', result: 'accepted', vm: parsed.route.vm, fingerprint, reason: decision.reason }, 'auth accepted');
-  ctx.accept();
   return { route: parsed.route };
 }
 

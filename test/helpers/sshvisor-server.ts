@@ -1,0 +1,123 @@
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { freeLoopbackPort } from '../../src/vm/qemu/free-port.js';
+import { testImage } from './test-image.js';
+
+const MAIN = resolve(import.meta.dirname, '..', '..', 'src', 'cli', 'main.js');
+
+export interface RunResult {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  stdout: string;
+  stderr: string;
+}
+
+/**
+ * A real `sshvisor serve` in a child process with its own data dir, and a
+ * real OpenSSH client with keys made for the test. stop() ends the server,
+ * then kills anything QEMU left under the data dir, and removes the temp dir.
+ */
+export class SshvisorServer {
+  readonly dir = mkdtempSync(join(tmpdir(), 'sshvisor-e2e-'));
+  readonly dataDir = join(this.dir, 'data');
+  port = 0;
+  log = '';
+  private child?: ChildProcess;
+
+  constructor(private readonly extraArgs: string[] = []) {}
+
+  async start(): Promise<this> {
+    const image = await testImage();
+    this.port = await freeLoopbackPort();
+    mkdirSync(this.dataDir, { recursive: true });
+    this.child = spawn(
+      process.execPath,
+      [MAIN, 'serve', '--data-dir', this.dataDir, '--image-dir', resolve(image.kernel, '..'), '--port', String(this.port), '--accel', 'tcg', ...this.extraArgs],
+      { stdio: ['ignore', 'ignore', 'pipe'] },
+    );
+    const child = this.child;
+    child.stderr!.setEncoding('utf8');
+    await new Promise<void>((resolveStart, reject) => {
+      child.stderr!.on('data', (chunk: string) => {
+        this.log += chunk;
+        if (this.log.includes('"event":"listening"')) resolveStart();
+      });
+      child.once('exit', (code) => reject(new Error(`sshvisor serve exited (${code}) before listening:\n${this.log}`)));
+    });
+    return this;
+  }
+
+  /** A new ed25519 key pair for a test user; returns the private key path. */
+  makeKey(name: string): string {
+    const path = join(this.dir, `key-${name}`);
+    spawnSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', name, '-f', path], { stdio: 'ignore' });
+    return path;
+  }
+
+  /** OpenSSH client options that point at this server and trust its host key on first use. */
+  sshOptions(key: string): string[] {
+    return [
+      '-i', key,
+      '-o', 'IdentitiesOnly=yes',
+      '-o', 'StrictHostKeyChecking=accept-new',
+      '-o', `UserKnownHostsFile=${join(this.dir, 'known_hosts')}`,
+      '-o', 'BatchMode=yes',
+      '-o', 'LogLevel=error',
+    ];
+  }
+
+  /** Run `ssh [opts] user@server cmd` and collect everything. */
+  ssh(user: string, key: string, command: string[] = [], opts: { input?: Buffer | string; sshArgs?: string[]; timeoutMs?: number } = {}): Promise<RunResult> {
+    return runProgram('ssh', [...this.sshOptions(key), '-p', String(this.port), ...(opts.sshArgs ?? []), `${user}@127.0.0.1`, ...command], opts);
+  }
+
+  /** Lines of the server's JSON log that have `event`. */
+  events(event: string): Array<Record<string, unknown>> {
+    return this.log
+      .split('\n')
+      .filter((l) => l.includes(`"event":"${event}"`))
+      .map((l) => JSON.parse(l) as Record<string, unknown>);
+  }
+
+  async waitForEvent(event: string, count = 1, timeoutMs = 60_000): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    while (this.events(event).length < count) {
+      if (Date.now() > deadline) throw new Error(`no ${count}x "${event}" in the server log within ${timeoutMs} ms`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+
+  async stop(): Promise<void> {
+    const child = this.child;
+    if (child && child.exitCode === null && child.signalCode === null) {
+      const exited = new Promise((r) => child.once('exit', r));
+      child.kill('SIGTERM');
+      const timer = setTimeout(() => child.kill('SIGKILL'), 30_000);
+      await exited;
+      clearTimeout(timer);
+    }
+    // Whatever happened above, no QEMU of this test outlives it.
+    spawnSync('pkill', ['-KILL', '-f', `qemu-system-x86_64.*${this.dataDir}`]);
+    rmSync(this.dir, { recursive: true, force: true });
+  }
+}
+
+export function runProgram(file: string, args: string[], opts: { input?: Buffer | string; timeoutMs?: number; env?: NodeJS.ProcessEnv } = {}): Promise<RunResult> {
+  return new Promise((resolveRun, reject) => {
+    const child = spawn(file, args, { stdio: ['pipe', 'pipe', 'pipe'], env: opts.env ?? process.env });
+    const out: Buffer[] = [];
+    const err: Buffer[] = [];
+    child.stdout.on('data', (b: Buffer) => out.push(b));
+    child.stderr.on('data', (b: Buffer) => err.push(b));
+    const timer = setTimeout(() => child.kill('SIGKILL'), opts.timeoutMs ?? 120_000);
+    child.on('error', reject);
+    child.on('close', (code, signal) => {
+      clearTimeout(timer);
+      resolveRun({ code, signal, stdout: Buffer.concat(out).toString('utf8'), stderr: Buffer.concat(err).toString('utf8') });
+    });
+    child.stdin.on('error', () => {});
+    child.stdin.end(opts.input ?? '');
+  });
+}
