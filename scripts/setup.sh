@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 PACKAGES=(
   qemu-system-x86 qemu-utils busybox-static dropbear-bin openssh-sftp-server
   openssh-client e2fsprogs cpio kmod rsync
-  openssh-server python3-paramiko procps
+  openssh-server python3-paramiko procps tmux
 )
 
 missing=()
