@@ -12,6 +12,9 @@ export interface GuestConnectOptions {
   deadline: number;
   /** Stop trying as soon as the VM is gone. */
   exited: Promise<ExitInfo>;
+  /** The guest's host key as first seen (trust on first use), or undefined to accept and report it. */
+  pinnedHostKey?: Buffer;
+  onFirstHostKey?: (key: Buffer) => void;
 }
 
 function tryConnect(opts: GuestConnectOptions): Promise<GuestClient> {
@@ -35,8 +38,8 @@ function tryConnect(opts: GuestConnectOptions): Promise<GuestClient> {
       username: 'root',
       privateKey: opts.privateKey,
       readyTimeout: Math.max(1000, Math.min(10_000, opts.deadline - Date.now())),
-      // The guest is a process we started, reached through a port QEMU bound on loopback.
-      hostVerifier: () => true,
+      // A loopback port is not proof of identity: another local process could hold it.
+      hostVerifier: (key: Buffer) => (opts.pinnedHostKey ? opts.pinnedHostKey.equals(key) : (opts.onFirstHostKey?.(key), true)),
       keepaliveInterval: 15_000,
     });
   });
@@ -59,6 +62,7 @@ export async function connectGuest(opts: GuestConnectOptions): Promise<GuestClie
       lastError = err as Error;
       // An auth failure will not fix itself: the guest does not trust our key.
       if (/authentication methods failed/i.test(lastError.message)) throw new Error('the guest refused the gateway key');
+      if (/Host denied \(verification failed\)/.test(lastError.message)) throw new Error("the guest's SSH host key is not the one it had before");
     }
     await new Promise((r) => setTimeout(r, 200));
   }

@@ -1,4 +1,5 @@
 import { EventEmitter } from 'node:events';
+import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Logger } from '../util/log.js';
 import { UserError, errorMessage } from '../util/errors.js';
@@ -30,6 +31,9 @@ export interface VmManagerOptions {
   /** The key the gateway logs in to guests with, and its public line for the guest. */
   gatewayKey: { privateKey: Buffer; publicKey: string };
 }
+
+/** The guest's SSH host key (wire format), pinned the first time the gateway logs in. */
+const GUEST_HOST_KEY_FILE = 'guest-host-key';
 
 /** One running (or booting) VM and who is using it. */
 interface Entry {
@@ -149,7 +153,8 @@ export class VmManager extends EventEmitter<ManagerEvents> {
       const dir = ensurePrivateDir(join(opts.dataDir, 'vms', entry.name));
       const disk = join(dir, 'disk.img');
       try {
-        await ensureDisk(disk, opts.diskSizeMiB);
+        // A new disk means a new guest host key: forget the old one.
+        if (await ensureDisk(disk, opts.diskSizeMiB)) rmSync(join(dir, GUEST_HOST_KEY_FILE), { force: true });
       } catch (err) {
         this.entries.delete(entry.name);
         throw new UserError(`cannot create the disk of VM ${entry.name}: ${errorMessage(err)}`);
@@ -178,6 +183,7 @@ export class VmManager extends EventEmitter<ManagerEvents> {
     }
     const vm = entry.vm;
     const endpoint = vm.sshEndpoint;
+    const pinFile = join(vm.spec.dir, GUEST_HOST_KEY_FILE);
     if (!endpoint) throw new UserError(`VM ${entry.name} has no SSH endpoint`);
     try {
       const guest = await connectGuest({
@@ -185,6 +191,8 @@ export class VmManager extends EventEmitter<ManagerEvents> {
         privateKey: opts.gatewayKey.privateKey,
         deadline: started + opts.bootTimeoutSec * 1000,
         exited: vm.exited,
+        pinnedHostKey: existsSync(pinFile) ? readFileSync(pinFile) : undefined,
+        onFirstHostKey: (key) => writeFileSync(pinFile, key, { mode: 0o600 }),
       });
       guest.once('close', () => {
         if (entry.guest === guest) entry.guest = undefined;
