@@ -20,18 +20,20 @@ export interface GuestConnectOptions {
 function tryConnect(opts: GuestConnectOptions): Promise<GuestClient> {
   return new Promise((resolve, reject) => {
     const client = new Client();
-    const fail = (err: Error): void => {
+    let settled = false;
+    // ssh2 can report more than one error for one failed attempt (a handshake
+    // timeout, then the socket closing): the listener stays for all of them.
+    client.on('error', (err) => {
+      if (settled) return;
+      settled = true;
       client.removeAllListeners('ready');
       client.end();
       reject(err);
-    };
+    });
     client.once('ready', () => {
-      client.removeListener('error', fail);
-      // Later errors end the connection; the manager watches 'close'.
-      client.on('error', () => {});
+      settled = true;
       resolve(client);
     });
-    client.once('error', fail);
     client.connect({
       host: opts.host,
       port: opts.port,

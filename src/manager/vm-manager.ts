@@ -83,12 +83,18 @@ export class VmManager extends EventEmitter<ManagerEvents> {
 
   /**
    * Get `name`'s VM for a session, booting it if needed. `onWaiting` is
-   * called once if the caller has to wait for a boot.
+   * called when the caller has to wait (a boot, or a VM still powering off).
    */
   async acquire(name: string, onWaiting?: () => void): Promise<Lease> {
     assertVmName(name);
     if (this.closing) throw new UserError('sshvisor is shutting down; try again shortly');
     let entry = this.entries.get(name);
+    // A VM on its way down (idle stop) cannot take a new session: wait, then boot it afresh.
+    while (entry?.vm?.state === 'stopping') {
+      onWaiting?.();
+      await entry.vm.exited;
+      entry = this.entries.get(name);
+    }
     if (!entry) {
       if (this.entries.size >= this.opts.maxVms) throw new CapacityError(this.entries.size);
       entry = { name, sessions: 0 };
@@ -215,9 +221,10 @@ export class VmManager extends EventEmitter<ManagerEvents> {
       return;
     }
     this.clearIdle(entry);
-    if (this.opts.idleTimeoutSec === 0) return;
+    if (this.opts.idleTimeoutSec === 0 || entry.vm.state === 'stopping') return;
     const vm = entry.vm;
     entry.idleTimer = setTimeout(() => {
+      if (entry.sessions > 0) return;
       this.opts.logger.info({ vm: entry.name, event: 'vm-idle', idleTimeoutSec: this.opts.idleTimeoutSec }, 'stopping idle VM');
       void vm.stop({ timeoutMs: 15_000 });
     }, this.opts.idleTimeoutSec * 1000);

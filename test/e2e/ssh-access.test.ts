@@ -245,6 +245,18 @@ describe('ssh access: /root survives a VM stop (--idle-timeout 2)', () => {
     assert.notEqual(bootId2, bootId1, 'it is a new boot');
     assert.equal(bootsOf(server, 'alice'), 2);
   });
+
+  it('a login that arrives while the idle VM powers off waits for it and gets a fresh VM', VM_TEST, async () => {
+    const idleBefore = server.events('vm-idle').length;
+    const exitsBefore = server.events('vm-exit').length;
+    // The previous test's login left alice's VM idle: its timer fires 2 s later.
+    await server.waitForEvent('vm-idle', idleBefore + 1, 60_000);
+    const r = await server.ssh('alice', key, ['echo started; sleep 2; echo survived']);
+    assertOk(r, 'login during the power-off');
+    assert.equal(r.stdout, 'started\nsurvived\n');
+    assert.ok(server.events('vm-exit').length > exitsBefore, 'the old VM did exit');
+    assert.equal(bootsOf(server, 'alice'), 3);
+  });
 });
 
 describe('ssh access: --auth keys (and, as a control, --allow-internet)', () => {
