@@ -23,6 +23,21 @@ function oneOf<const T extends readonly [string, ...string[]]>(values: T) {
   return z.enum(values, { error: `must be one of ${values.join(', ')}` });
 }
 
+const SIZE_UNITS: Record<string, number> = { '': 1, b: 1, k: 1024, kib: 1024, kb: 1000, m: 1024 ** 2, mib: 1024 ** 2, mb: 1000 ** 2, g: 1024 ** 3, gib: 1024 ** 3, gb: 1000 ** 3 };
+
+/** A byte count written as 1048576, "1MiB", "512KiB" or "2M" (binary units unless "KB"/"MB"/"GB"). */
+export function parseSize(value: unknown): unknown {
+  if (typeof value !== 'string') return value;
+  const m = /^\s*(\d+)\s*([a-z]*)\s*$/i.exec(value);
+  const unit = m ? SIZE_UNITS[m[2]!.toLowerCase()] : undefined;
+  return m && unit !== undefined ? Number(m[1]) * unit : value;
+}
+
+function size(min: number, max: number) {
+  const msg = `must be a size from ${min} bytes to ${max / 1024 ** 2} MiB, like 1MiB, 512KiB or a number of bytes`;
+  return z.preprocess(parseSize, z.int({ error: msg }).min(min, { error: msg }).max(max, { error: msg }));
+}
+
 const path = z.string({ error: 'must be a path' }).min(1, { error: 'must be a non-empty path' });
 
 export const serveConfigSchema = z.strictObject({
@@ -47,6 +62,23 @@ export const serveConfigSchema = z.strictObject({
   /** Seconds a guest may take to become reachable before the login fails. */
   bootTimeout: int(1, 3600),
   logLevel: oneOf(LOG_LEVELS),
+  /** Bytes of console history kept in memory per VM. */
+  consoleBuffer: size(4096, 1024 ** 3),
+  /** Lines replayed to a console viewer before live output. */
+  consoleReplay: int(0, 100_000),
+  /** console.log is rotated past this size; a few old files are kept. */
+  consoleLogSize: size(4096, 1024 ** 3),
+  /** host:port for the plain-text, read-only console stream; off when absent. */
+  consoleTcp: z.string().regex(/^(\[[0-9a-f:]+\]|[^:\s]+):\d{1,5}$/i, { error: 'must be HOST:PORT, e.g. 127.0.0.1:7022' }).optional(),
+  /** Allow --console-tcp on a non-loopback address (it is unauthenticated plaintext). */
+  consoleTcpPublic: z.boolean({ error: 'must be true or false' }),
+  /** Boot this kernel instead of the image in imageDir (e.g. a unikernel). */
+  kernel: path.optional(),
+  initrd: path.optional(),
+  /** Kernel arguments for --kernel. */
+  append: z.string().optional(),
+  /** The guest has no SSH daemon: sessions go to its serial console. */
+  consoleOnly: z.boolean({ error: 'must be true or false' }),
 });
 
 export type ServeConfig = Readonly<z.infer<typeof serveConfigSchema>>;
@@ -79,6 +111,15 @@ export const SERVE_FIELDS: { readonly [K in ServeConfigKey]: FieldInfo } = {
   imageDir: { kind: 'path', arg: 'dir', help: 'guest image (default DATA_DIR/images/default)' },
   bootTimeout: { kind: 'int', arg: 'secs', help: 'give up on a guest that is not up after this long (default 120)' },
   logLevel: { kind: 'string', arg: 'level', help: `${LOG_LEVELS.join(', ')} (default info)` },
+  consoleBuffer: { kind: 'string', arg: 'size', help: 'console history kept in memory per VM (default 1MiB)' },
+  consoleReplay: { kind: 'int', arg: 'lines', help: 'console lines replayed to a new viewer (default 100)' },
+  consoleLogSize: { kind: 'string', arg: 'size', help: 'rotate DATA_DIR/vms/NAME/console.log past this size (default 4MiB)' },
+  consoleTcp: { kind: 'string', arg: 'host:port', help: 'also serve consoles read-only as plain text on this address (off by default)' },
+  consoleTcpPublic: { kind: 'bool', help: 'allow --console-tcp on a non-loopback address' },
+  kernel: { kind: 'path', arg: 'file', help: 'boot this kernel (e.g. a unikernel) instead of the image' },
+  initrd: { kind: 'path', arg: 'file', help: 'initramfs for --kernel' },
+  append: { kind: 'string', arg: 'args', help: 'kernel arguments for --kernel' },
+  consoleOnly: { kind: 'bool', help: 'the guest has no SSH daemon: ssh NAME@ opens its console' },
 };
 
 /** Defaults that do not depend on another field (keysDir and imageDir follow dataDir). */
@@ -95,4 +136,9 @@ export const STATIC_DEFAULTS = {
   diskSize: 1024,
   bootTimeout: 120,
   logLevel: 'info',
+  consoleBuffer: 1024 ** 2,
+  consoleReplay: 100,
+  consoleLogSize: 4 * 1024 ** 2,
+  consoleTcpPublic: false,
+  consoleOnly: false,
 } as const satisfies Partial<ServeConfig>;

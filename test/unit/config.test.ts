@@ -53,8 +53,21 @@ describe('loadConfig', () => {
       imageDir: join(dataDir, 'images', 'default'),
       bootTimeout: 120,
       logLevel: 'info',
+      consoleBuffer: 1024 * 1024,
+      consoleReplay: 100,
+      consoleLogSize: 4 * 1024 * 1024,
+      consoleTcpPublic: false,
+      consoleOnly: false,
     });
     assert.ok(Object.isFrozen(c));
+  });
+
+  test('sizes: 1MiB, 512KiB, plain bytes; a bad one names the field', () => {
+    assert.equal(loadConfig({ flags: { consoleBuffer: '512KiB' }, env: {}, cwd: '/' }).consoleBuffer, 512 * 1024);
+    assert.equal(loadConfig({ flags: {}, env: { SSHVISOR_CONSOLE_BUFFER: '2MiB' }, cwd: '/' }).consoleBuffer, 2 * 1024 * 1024);
+    assert.equal(loadConfig({ flags: { consoleLogSize: '65536' }, env: {}, cwd: '/' }).consoleLogSize, 65536);
+    assert.throws(() => loadConfig({ flags: { consoleBuffer: 'lots' }, env: {}, cwd: '/' }), /invalid --console-buffer "lots": must be a size/);
+    assert.throws(() => loadConfig({ flags: { consoleTcp: '127.0.0.1' }, env: {}, cwd: '/' }), /invalid --console-tcp "127.0.0.1": must be HOST:PORT/);
   });
 
   test('commander applies no defaults, so an absent flag stays absent', () => {
@@ -147,7 +160,7 @@ describe('loadConfig', () => {
 
   test('config file errors', () => {
     const typo = configFile({ prot: 22 });
-    rejects(() => loadConfig({ flags: { config: typo }, env: {} }), `config file ${typo}: unknown key "prot" (known keys: listen, port, dataDir, memory, cpus, maxVms, accel, allowInternet, auth, keysDir, idleTimeout, diskSize, imageDir, bootTimeout, logLevel)`);
+    rejects(() => loadConfig({ flags: { config: typo }, env: {} }), `config file ${typo}: unknown key "prot" (known keys: listen, port, dataDir, memory, cpus, maxVms, accel, allowInternet, auth, keysDir, idleTimeout, diskSize, imageDir, bootTimeout, logLevel, consoleBuffer, consoleReplay, consoleLogSize, consoleTcp, consoleTcpPublic, kernel, initrd, append, consoleOnly)`);
     const bigPort = configFile({ port: 70000 });
     rejects(() => loadConfig({ flags: { config: bigPort }, env: {} }), `config file ${bigPort}: invalid "port" 70000: must be an integer from 1 to 65535`);
     const stringPort = configFile({ port: '22' });
