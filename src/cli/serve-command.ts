@@ -1,7 +1,10 @@
 import type { Command } from 'commander';
 import { loadConfig } from '../config/load-config.js';
 import { createLogger } from '../util/log.js';
-import { loadImage } from '../image/image.js';
+import { existsSync } from 'node:fs';
+import { loadImage, type GuestImage } from '../image/image.js';
+import { ConsoleHub } from '../console/console-hub.js';
+import type { ServeConfig } from '../config/config-schema.js';
 import { QemuDriver } from '../vm/qemu/qemu-driver.js';
 import { resolveAccel } from '../vm/accel.js';
 import { Store } from '../store/store.js';
@@ -15,6 +18,20 @@ import { UserError } from '../util/errors.js';
 const OPEN_BANNER =
   'WARNING: this sshvisor runs with --auth open: any key can log in as any name.\r\n';
 
+/** An image given as --kernel [--initrd] [--append], e.g. a unikernel built for QEMU. */
+function customImage(config: ServeConfig): GuestImage {
+  for (const f of [config.kernel, config.initrd]) {
+    if (f && !existsSync(f)) throw new UserError(`${f} does not exist`);
+  }
+  return {
+    name: 'custom',
+    kernel: config.kernel!,
+    initrd: config.initrd,
+    append: (config.append ?? '').split(/\s+/).filter(Boolean),
+    ssh: !config.consoleOnly,
+  };
+}
+
 export function registerServeCommand(program: Command): void {
   const cmd = program.command('serve').description('run the SSH server: `ssh NAME@host` gets NAME its own microVM');
   registerServeOptions(cmd);
@@ -22,7 +39,7 @@ export function registerServeCommand(program: Command): void {
     const config = loadConfig({ flags, env: process.env });
     const logger = createLogger(config.logLevel);
     // Everything that can fail on bad setup fails here, before the port opens.
-    const image = loadImage(config.imageDir);
+    const image = config.kernel ? customImage(config) : { ...loadImage(config.imageDir), ...(config.consoleOnly ? { ssh: false } : {}) };
     const driver = new QemuDriver();
     const accel = resolveAccel(config.accel);
     const store = Store.open(config.dataDir);
@@ -44,13 +61,23 @@ export function registerServeCommand(program: Command): void {
       bootTimeoutSec: config.bootTimeout,
       gatewayKey,
     });
+    const hub = new ConsoleHub({
+      dataDir: config.dataDir,
+      capacity: config.consoleBuffer,
+      log: { maxBytes: config.consoleLogSize },
+      onError: (vm, err) => logger.warn({ vm, err: String(err) }, 'console log write failed'),
+    });
+    // Attach before the VM starts, so its console is captured from the first byte.
+    manager.on('vm-created', (vm) => hub.attach(vm));
     const authenticator = createAuthenticator({ mode: config.auth, store, keysDir: config.keysDir, logger });
     const server = createSshServer({
       hostKey: hostKey.privateKey,
       authenticator,
-      acquire: (name, onWaiting) => manager.acquire(name, onWaiting),
+      acquire: (name, options) => manager.acquire(name, options),
       logger,
       banner: config.auth === 'open' ? OPEN_BANNER : undefined,
+      console: { hub, acquire: (name, options) => manager.acquire(name, options), replayLines: config.consoleReplay },
+      consoleOnly: !image.ssh,
     });
 
     await new Promise<void>((resolve, reject) => {
@@ -75,6 +102,7 @@ export function registerServeCommand(program: Command): void {
       void manager
         .shutdown()
         .catch((err) => logger.error({ err: String(err) }, 'error while stopping VMs'))
+        .then(() => hub.close())
         .finally(() => {
           store.close();
           logger.flush();

@@ -40,7 +40,9 @@ interface Entry {
   name: string;
   vm?: Vm;
   guest?: GuestClient;
-  ready?: Promise<void>;
+  starting?: Promise<void>;
+  connecting?: Promise<void>;
+  startedAt?: number;
   sessions: number;
   idleTimer?: NodeJS.Timeout;
 }
@@ -49,7 +51,8 @@ interface Entry {
 export interface Lease {
   readonly name: string;
   readonly vm: Vm;
-  readonly guest: GuestClient;
+  /** The gateway's SSH connection to the guest; absent for console sessions and console-only images. */
+  readonly guest: GuestClient | undefined;
   release(): void;
 }
 
@@ -82,11 +85,16 @@ export class VmManager extends EventEmitter<ManagerEvents> {
   }
 
   /**
-   * Get `name`'s VM for a session, booting it if needed. `onWaiting` is
-   * called when the caller has to wait (a boot, or a VM still powering off).
+   * Get `name`'s VM for a session, booting it if needed. With `ssh` (the
+   * default when the image has an SSH daemon) the lease also carries the
+   * gateway's connection to the guest; console sessions ask for none, so they
+   * attach while the guest is still booting. `onWaiting` is called when the
+   * caller has to wait (a boot, or a VM still powering off).
    */
-  async acquire(name: string, onWaiting?: () => void): Promise<Lease> {
+  async acquire(name: string, options: { onWaiting?: () => void; ssh?: boolean } = {}): Promise<Lease> {
     assertVmName(name);
+    const { onWaiting } = options;
+    const wantSsh = (options.ssh ?? true) && this.opts.image.ssh;
     if (this.closing) throw new UserError('sshvisor is shutting down; try again shortly');
     let entry = this.entries.get(name);
     // A VM on its way down (idle stop) cannot take a new session: wait, then boot it afresh.
@@ -103,26 +111,28 @@ export class VmManager extends EventEmitter<ManagerEvents> {
     // Count the session before waiting, so the idle timer cannot fire under it.
     entry.sessions++;
     this.clearIdle(entry);
+    const e = entry;
     try {
-      if (!entry.vm || !entry.guest) {
-        if (!entry.ready) {
-          const e = entry;
-          e.ready = this.bringUp(e).finally(() => (e.ready = undefined));
-        }
+      if (!e.vm || e.vm.state !== 'running') {
         onWaiting?.();
-        await entry.ready;
+        e.starting ??= this.startVm(e).finally(() => (e.starting = undefined));
+        await e.starting;
+      }
+      if (wantSsh && !e.guest) {
+        onWaiting?.();
+        e.connecting ??= this.connectToGuest(e).finally(() => (e.connecting = undefined));
+        await e.connecting;
       }
     } catch (err) {
-      this.releaseSession(entry);
+      this.releaseSession(e);
       throw err;
     }
-    const { vm, guest } = entry;
-    if (!vm || !guest) {
-      this.releaseSession(entry);
+    const { vm, guest } = e;
+    if (!vm || (wantSsh && !guest)) {
+      this.releaseSession(e);
       throw new UserError(`VM ${name} is not available`);
     }
     let released = false;
-    const e = entry;
     return {
       name,
       vm,
@@ -133,6 +143,12 @@ export class VmManager extends EventEmitter<ManagerEvents> {
         this.releaseSession(e);
       },
     };
+  }
+
+  /** The VM of `name` if it is running (for viewers that must not boot anything). */
+  running(name: string): Vm | undefined {
+    const vm = this.entries.get(name)?.vm;
+    return vm?.state === 'running' ? vm : undefined;
   }
 
   /** Stop one VM now (graceful power-off, then kill). */
@@ -147,55 +163,57 @@ export class VmManager extends EventEmitter<ManagerEvents> {
     this.closing = true;
     await Promise.all([...this.entries.values()].map(async (e) => {
       this.clearIdle(e);
-      await e.ready?.catch(() => undefined);
+      await e.starting?.catch(() => undefined);
       await e.vm?.stop({ timeoutMs: 15_000 });
     }));
   }
 
-  private async bringUp(entry: Entry): Promise<void> {
+  private async startVm(entry: Entry): Promise<void> {
     const { opts } = this;
-    const started = Date.now();
-    if (!entry.vm) {
-      const dir = ensurePrivateDir(join(opts.dataDir, 'vms', entry.name));
-      const disk = join(dir, 'disk.img');
-      try {
-        // A new disk means a new guest host key: forget the old one.
-        if (await ensureDisk(disk, opts.diskSizeMiB)) rmSync(join(dir, GUEST_HOST_KEY_FILE), { force: true });
-      } catch (err) {
-        this.entries.delete(entry.name);
-        throw new UserError(`cannot create the disk of VM ${entry.name}: ${errorMessage(err)}`);
-      }
-      const vm = opts.driver.create({
-        name: entry.name,
-        dir,
-        image: opts.image,
-        memoryMiB: opts.memoryMiB,
-        cpus: opts.cpus,
-        accel: opts.accel,
-        disk,
-        network: { allowInternet: opts.allowInternet, exposeSsh: opts.image.ssh },
-        kernelArgs: guestKernelArgs({ hostname: entry.name, authorizedKey: opts.gatewayKey.publicKey }),
-      });
-      entry.vm = vm;
-      vm.once('exit', (info) => this.onExit(entry, vm, info));
-      this.emit('vm-created', vm);
-      opts.logger.info({ vm: entry.name, event: 'vm-boot' }, 'booting VM');
-      try {
-        await vm.start();
-      } catch (err) {
-        throw new UserError(errorMessage(err));
-      }
-      opts.store.recordBoot(entry.name);
+    const dir = ensurePrivateDir(join(opts.dataDir, 'vms', entry.name));
+    const disk = join(dir, 'disk.img');
+    try {
+      // A new disk means a new guest host key: forget the old one.
+      if (await ensureDisk(disk, opts.diskSizeMiB)) rmSync(join(dir, GUEST_HOST_KEY_FILE), { force: true });
+    } catch (err) {
+      this.entries.delete(entry.name);
+      throw new UserError(`cannot create the disk of VM ${entry.name}: ${errorMessage(err)}`);
     }
+    const vm = opts.driver.create({
+      name: entry.name,
+      dir,
+      image: opts.image,
+      memoryMiB: opts.memoryMiB,
+      cpus: opts.cpus,
+      accel: opts.accel,
+      disk,
+      network: { allowInternet: opts.allowInternet, exposeSsh: opts.image.ssh },
+      kernelArgs: opts.image.ssh ? guestKernelArgs({ hostname: entry.name, authorizedKey: opts.gatewayKey.publicKey }) : [],
+    });
+    entry.vm = vm;
+    entry.startedAt = Date.now();
+    vm.once('exit', (info) => this.onExit(entry, vm, info));
+    this.emit('vm-created', vm);
+    opts.logger.info({ vm: entry.name, event: 'vm-boot' }, 'booting VM');
+    try {
+      await vm.start();
+    } catch (err) {
+      throw new UserError(errorMessage(err));
+    }
+    opts.store.recordBoot(entry.name);
+  }
+
+  private async connectToGuest(entry: Entry): Promise<void> {
+    const { opts } = this;
     const vm = entry.vm;
-    const endpoint = vm.sshEndpoint;
+    const endpoint = vm?.sshEndpoint;
+    if (!vm || !endpoint) throw new UserError(`VM ${entry.name} has no SSH endpoint`);
     const pinFile = join(vm.spec.dir, GUEST_HOST_KEY_FILE);
-    if (!endpoint) throw new UserError(`VM ${entry.name} has no SSH endpoint`);
     try {
       const guest = await connectGuest({
         ...endpoint,
         privateKey: opts.gatewayKey.privateKey,
-        deadline: started + opts.bootTimeoutSec * 1000,
+        deadline: (entry.startedAt ?? Date.now()) + opts.bootTimeoutSec * 1000,
         exited: vm.exited,
         pinnedHostKey: existsSync(pinFile) ? readFileSync(pinFile) : undefined,
         onFirstHostKey: (key) => writeFileSync(pinFile, key, { mode: 0o600 }),
@@ -209,7 +227,7 @@ export class VmManager extends EventEmitter<ManagerEvents> {
       await vm.kill();
       throw new UserError(`VM ${entry.name} failed to boot: ${errorMessage(err)}`);
     }
-    opts.logger.info({ vm: entry.name, event: 'vm-ready', ms: Date.now() - started }, 'VM ready');
+    opts.logger.info({ vm: entry.name, event: 'vm-ready', ms: Date.now() - (entry.startedAt ?? Date.now()) }, 'VM ready');
   }
 
   private releaseSession(entry: Entry): void {
@@ -217,7 +235,7 @@ export class VmManager extends EventEmitter<ManagerEvents> {
     if (entry.sessions > 0 || this.entries.get(entry.name) !== entry) return;
     if (!entry.vm) {
       // Never got as far as a VM (e.g. the disk could not be made).
-      if (!entry.ready) this.entries.delete(entry.name);
+      if (!entry.starting) this.entries.delete(entry.name);
       return;
     }
     this.clearIdle(entry);

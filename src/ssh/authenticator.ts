@@ -2,7 +2,7 @@ import { readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import ssh2 from 'ssh2';
 import type { AuthMode } from '../config/config-schema.js';
-import type { Store } from '../store/store.js';
+import type { GrantPermission, Store } from '../store/store.js';
 import { errorMessage } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
 import { isValidVmName } from '../vm/vm-name.js';
@@ -29,6 +29,11 @@ export interface CheckOptions {
    * a key whose holder has proved it by signing.
    */
   probe?: boolean;
+  /**
+   * The login asks only to watch or read the console log (+watch, +logs):
+   * owners may, and so may keys granted that permission. It never claims a name.
+   */
+  permission?: GrantPermission;
 }
 
 export interface Authenticator {
@@ -37,7 +42,7 @@ export interface Authenticator {
 
 export interface AuthenticatorOptions {
   mode: AuthMode;
-  store: Pick<Store, 'claim' | 'ownersOf'>;
+  store: Pick<Store, 'claim' | 'ownersOf' | 'grantsFor'>;
   /** Only used in keys mode: KEYS_DIR/NAME is NAME's authorized_keys file. */
   keysDir: string;
   logger: Logger;
@@ -51,13 +56,24 @@ export function createAuthenticator(options: AuthenticatorOptions): Authenticato
   const keyFiles = mode === 'keys' ? new KeyFileCache(keysDir, logger) : undefined;
 
   return {
-    check(vmName, keyAlgo, keyBlob, { probe = false } = {}) {
+    check(vmName, keyAlgo, keyBlob, { probe = false, permission } = {}) {
       // Also what keeps keys mode's path inside keysDir: no '/', no '..'.
       if (!isValidVmName(vmName)) return { allowed: false, reason: 'invalid VM name' };
       const fingerprint = keyFingerprint(keyBlob);
       const log = logger.child({ vm: vmName, keyAlgo, fingerprint, probe });
 
       if (mode === 'open') return { allowed: true, reason: 'auth=open allows every key' };
+      if (permission) {
+        if (store.grantsFor(vmName).some((g) => g.fingerprint === fingerprint && g.permission === permission)) {
+          return { allowed: true, reason: `key ${fingerprint} is granted ${permission} on ${vmName}` };
+        }
+        if (mode === 'claim') {
+          const owner = store.ownersOf(vmName).some((o) => o.fingerprint === fingerprint);
+          return owner
+            ? { allowed: true, reason: `key ${fingerprint} owns ${vmName}` }
+            : { allowed: false, reason: `key ${fingerprint} may not ${permission} ${vmName}` };
+        }
+      }
 
       if (mode === 'keys') {
         const found = keyFiles!.keysFor(vmName);

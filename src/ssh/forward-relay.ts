@@ -18,6 +18,10 @@ export function relayDirectTcpip(
 ): void {
   void (async () => {
     const lease = await acquire(vmName);
+    if (!lease.guest) {
+      lease.release();
+      throw new Error('the VM has no SSH daemon to forward through');
+    }
     lease.guest.forwardOut(info.srcIP, info.srcPort, info.destIP, info.destPort, (err, guestCh) => {
       if (err) {
         lease.release();

@@ -5,6 +5,7 @@ import { keyFingerprint } from './key-fingerprint.js';
 import { parseUsername, type Route } from './routing.js';
 import { fail, relaySession, type AcquireVm } from './session-relay.js';
 import { relayDirectTcpip } from './forward-relay.js';
+import { serveConsoleSession, type ConsoleAccess } from './console-session.js';
 
 const { Server, utils } = ssh2;
 
@@ -15,6 +16,9 @@ export interface SshFrontDoorOptions {
   logger: Logger;
   /** Shown to every client before authentication (e.g. the auth=open warning). */
   banner?: string;
+  console: ConsoleAccess;
+  /** The image has no SSH daemon (a unikernel): a shell session opens the console instead. */
+  consoleOnly: boolean;
 }
 
 /**
@@ -72,7 +76,9 @@ function authenticate(ctx: AuthContext, authenticator: Authenticator, log: Logge
     if (signed) log.info({ event: 'auth', result: 'refused-admin', fingerprint }, 'admin login refused');
     return { refusal: 'the admin account is not enabled on this server' };
   }
-  const decision = authenticator.check(parsed.route.vm, ctx.key.algo, ctx.key.data, { probe: !signed });
+  const { mode } = parsed.route;
+  const permission = mode === 'watch' || mode === 'logs' ? mode : undefined;
+  const decision = authenticator.check(parsed.route.vm, ctx.key.algo, ctx.key.data, { probe: !signed, permission });
   if (!decision.allowed) {
     if (signed) log.info({ event: 'auth', result: 'denied', vm: parsed.route.vm, fingerprint, reason: decision.reason }, 'auth denied');
     return undefined;
@@ -89,36 +95,47 @@ function verifySignature(ctx: AuthContext): boolean {
 }
 
 function onReady(client: Connection, routing: Routing, opts: SshFrontDoorOptions, log: Logger): void {
+  const route = 'route' in routing && routing.route.kind === 'vm' ? routing.route : undefined;
   const refusal =
     'refusal' in routing
       ? routing.refusal
-      : routing.route.kind === 'vm' && routing.route.mode !== 'shell'
-        ? `"+${routing.route.mode}" is not available on this server yet`
+      : route && (route.mode === 'status' || route.mode === 'token')
+        ? `"+${route.mode}" is not available on this server yet`
         : undefined;
-  const vmName = 'route' in routing && routing.route.kind === 'vm' ? routing.route.vm : undefined;
 
   client.on('session', (accept) => {
     const session = accept();
-    if (refusal || !vmName) {
-      const refuse = (acc: (() => ssh2.ServerChannel) | undefined): void => {
-        if (acc) fail(acc(), refusal ?? 'no VM for this login');
-      };
-      session.on('pty', (acc) => acc?.());
-      session.on('env', (acc) => acc?.());
-      session.on('shell', (acc) => refuse(acc));
-      session.on('exec', (acc) => refuse(acc));
-      session.on('subsystem', (acc) => refuse(acc));
-      return;
+    if (refusal || !route) return refuseSession(session, refusal ?? 'no VM for this login');
+    const vlog = log.child({ vm: route.vm });
+    if (route.mode === 'console' || route.mode === 'watch' || route.mode === 'logs') {
+      return serveConsoleSession(session, route.vm, route.mode, opts.console, vlog);
     }
-    relaySession(session, vmName, opts.acquire, log.child({ vm: vmName }));
+    if (opts.consoleOnly) {
+      return serveConsoleSession(session, route.vm, 'console', opts.console, vlog, {
+        execRefusal: `the image of ${route.vm} has no shell to run commands in; use \`ssh -t ${route.vm}@host\` for its console`,
+      });
+    }
+    relaySession(session, route.vm, opts.acquire, vlog);
   });
   client.on('tcpip', (accept, reject, info) => {
-    if (refusal || !vmName) return reject();
-    relayDirectTcpip(accept, reject, info, vmName, opts.acquire, log.child({ vm: vmName }));
+    if (refusal || !route || route.mode !== 'shell' || opts.consoleOnly) return reject();
+    relayDirectTcpip(accept, reject, info, route.vm, opts.acquire, log.child({ vm: route.vm }));
   });
   client.on('request', (accept, reject, name) => {
     // -R would need a listener on the host side for each user; not offered.
     log.info({ event: 'global-request-refused', request: name }, 'refused global request');
     reject?.();
   });
+}
+
+/** A session that can only be told why it gets nothing. */
+function refuseSession(session: ssh2.Session, reason: string): void {
+  const refuse = (acc: (() => ssh2.ServerChannel) | undefined): void => {
+    if (acc) fail(acc(), reason);
+  };
+  session.on('pty', (acc) => acc?.());
+  session.on('env', (acc) => acc?.());
+  session.on('shell', (acc) => refuse(acc));
+  session.on('exec', (acc) => refuse(acc));
+  session.on('subsystem', (acc) => refuse(acc));
 }

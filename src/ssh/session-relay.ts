@@ -5,8 +5,8 @@ import type { Lease } from '../manager/vm-manager.js';
 import { BootProgress } from './boot-progress.js';
 import { commandWithEnv, isAcceptableEnv } from './guest-env.js';
 
-/** What the relay needs from the VM manager: a lease on a named VM. */
-export type AcquireVm = (name: string, onWaiting?: () => void) => Promise<Lease>;
+/** What the relay needs from the VM manager: a lease on a named VM (see VmManager.acquire). */
+export type AcquireVm = (name: string, options?: { onWaiting?: () => void; ssh?: boolean }) => Promise<Lease>;
 
 type GuestChannel = ClientChannel;
 
@@ -66,7 +66,7 @@ export function relaySession(session: Session, vmName: string, acquire: AcquireV
     const progress = pty ? new BootProgress(stream, vmName) : undefined;
     let lease: Lease;
     try {
-      lease = await acquire(vmName, () => progress?.start());
+      lease = await acquire(vmName, { onWaiting: () => progress?.start() });
     } catch (err) {
       progress?.stop(false);
       return fail(stream, errorMessage(err));
@@ -104,20 +104,22 @@ export function relaySession(session: Session, vmName: string, acquire: AcquireV
 }
 
 function openGuestChannel(lease: Lease, start: Start, pty: PseudoTtyInfo | undefined, env: Record<string, string>): Promise<GuestChannel> {
+  const guest = lease.guest;
+  if (!guest) return Promise.reject(new Error('the VM has no SSH daemon'));
   return new Promise((resolve, reject) => {
     const done = (err: Error | undefined, ch: GuestChannel): void => (err ? reject(err) : resolve(ch));
     const ptyOpts = pty ? { rows: pty.rows, cols: pty.cols, height: pty.height, width: pty.width, term: pty.term, modes: pty.modes } : undefined;
     const withEnv = commandWithEnv(start.kind === 'exec' ? start.command : undefined, env);
     switch (start.kind) {
       case 'shell':
-        if (withEnv === undefined) lease.guest.shell(ptyOpts ?? false, done);
-        else lease.guest.exec(withEnv, { pty: ptyOpts }, done);
+        if (withEnv === undefined) guest.shell(ptyOpts ?? false, done);
+        else guest.exec(withEnv, { pty: ptyOpts }, done);
         break;
       case 'exec':
-        lease.guest.exec(withEnv ?? start.command, { pty: ptyOpts }, done);
+        guest.exec(withEnv ?? start.command, { pty: ptyOpts }, done);
         break;
       case 'subsystem':
-        lease.guest.subsys(start.name, done);
+        guest.subsys(start.name, done);
         break;
     }
   });

@@ -50,6 +50,24 @@ describe('claim mode', () => {
     assert.deepEqual(auth.check('alice', eve.algo, eve.blob), { allowed: false, reason: 'alice belongs to another key' });
   });
 
+  test('+watch/+logs: owners and granted keys only, and never a claim', () => {
+    const store = Store.open(freshDir());
+    after(() => store.close());
+    const auth = createAuthenticator({ mode: 'claim', store, keysDir: '/nonexistent', logger: silentLogger });
+    const owner = newKey();
+    const customer = newKey();
+    const stranger = newKey();
+    assert.equal(auth.check('alice', owner.algo, owner.blob, { permission: 'watch' }).allowed, false, 'an unclaimed name has no viewers');
+    assert.deepEqual(store.ownersOf('alice'), [], 'and watching it claimed nothing');
+    assert.equal(auth.check('alice', owner.algo, owner.blob).claimed, true);
+    store.grant('alice', customer.blob, 'watch');
+    assert.equal(auth.check('alice', owner.algo, owner.blob, { permission: 'logs' }).allowed, true);
+    assert.equal(auth.check('alice', customer.algo, customer.blob, { permission: 'watch' }).allowed, true);
+    assert.equal(auth.check('alice', customer.algo, customer.blob, { permission: 'logs' }).allowed, false, 'watch is not logs');
+    assert.equal(auth.check('alice', customer.algo, customer.blob).allowed, false, 'a grant is not a shell');
+    assert.equal(auth.check('alice', stranger.algo, stranger.blob, { permission: 'watch' }).allowed, false);
+  });
+
   test('a probe (no signature yet) never claims', () => {
     const store = Store.open(freshDir());
     after(() => store.close());
@@ -79,6 +97,7 @@ describe('keys mode', () => {
   const unusedStore = {
     claim: () => assert.fail('keys mode must not claim'),
     ownersOf: () => assert.fail('keys mode must not read owners'),
+    grantsFor: () => [],
   };
 
   test('KEYS_DIR/NAME lists who may log in as NAME, re-read when it changes', () => {
@@ -142,7 +161,7 @@ describe('keys mode', () => {
 describe('open mode', () => {
   test('everyone gets in, with one loud warning', () => {
     const { logger, records } = capturingLogger();
-    const unusedStore = { claim: () => assert.fail('no claims'), ownersOf: () => assert.fail('no owners') };
+    const unusedStore = { claim: () => assert.fail('no claims'), ownersOf: () => assert.fail('no owners'), grantsFor: () => [] };
     const auth = createAuthenticator({ mode: 'open', store: unusedStore, keysDir: '/nonexistent', logger });
     for (let i = 0; i < 3; i++) {
       const k = newKey();
