@@ -3,6 +3,7 @@ import { Command, CommanderError } from 'commander';
 import { UserError } from '../util/errors.js';
 import { registerImageCommands } from './image-command.js';
 import { registerServeCommand } from './serve-command.js';
+import { registerGrantCommands } from './grant-command.js';
 
 const program = new Command()
   .name('sshvisor')
@@ -13,6 +14,7 @@ const program = new Command()
 
 registerImageCommands(program);
 registerServeCommand(program);
+registerGrantCommands(program);
 
 try {
   await program.parseAsync(process.argv);
