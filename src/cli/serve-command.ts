@@ -4,6 +4,7 @@ import { createLogger } from '../util/log.js';
 import { existsSync } from 'node:fs';
 import { loadImage, type GuestImage } from '../image/image.js';
 import { ConsoleHub } from '../console/console-hub.js';
+import { startConsoleTcpServer } from '../console/console-tcp-server.js';
 import type { ServeConfig } from '../config/config-schema.js';
 import { QemuDriver } from '../vm/qemu/qemu-driver.js';
 import { resolveAccel } from '../vm/accel.js';
@@ -80,6 +81,9 @@ export function registerServeCommand(program: Command): void {
       consoleOnly: !image.ssh,
     });
 
+    const consoleTcp = config.consoleTcp
+      ? await startConsoleTcpServer({ address: config.consoleTcp, allowPublic: config.consoleTcpPublic, hub, replayLines: config.consoleReplay, logger })
+      : undefined;
     await new Promise<void>((resolve, reject) => {
       server.once('error', (err: NodeJS.ErrnoException) =>
         reject(new UserError(`cannot listen on ${config.listen}:${config.port}: ${err.code ?? err.message}`)),
@@ -89,7 +93,7 @@ export function registerServeCommand(program: Command): void {
     const address = server.address();
     const port = typeof address === 'object' && address ? address.port : config.port;
     logger.info(
-      { event: 'listening', listen: config.listen, port, accel, auth: config.auth, dataDir: config.dataDir, hostKey: hostKey.fingerprint, kernel: image.manifest?.kernel.release },
+      { event: 'listening', listen: config.listen, port, accel, auth: config.auth, dataDir: config.dataDir, hostKey: hostKey.fingerprint, kernel: image.manifest?.kernel.release, consoleTcpPort: consoleTcp?.port },
       `sshvisor listening on ${config.listen}:${port}`,
     );
 
@@ -99,8 +103,8 @@ export function registerServeCommand(program: Command): void {
       stopping = true;
       logger.info({ event: 'shutdown', signal }, 'shutting down: stopping VMs');
       server.close();
-      void manager
-        .shutdown()
+      void (consoleTcp?.close() ?? Promise.resolve())
+        .then(() => manager.shutdown())
         .catch((err) => logger.error({ err: String(err) }, 'error while stopping VMs'))
         .then(() => hub.close())
         .finally(() => {

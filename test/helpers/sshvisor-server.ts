@@ -89,7 +89,8 @@ export class SshvisorServer {
     }
   }
 
-  async stop(): Promise<void> {
+  /** End the server; `keepFiles` leaves the data dir for a later server (then call stop() again to clean up). */
+  async stop(options: { keepFiles?: boolean } = {}): Promise<void> {
     const child = this.child;
     if (child && child.exitCode === null && child.signalCode === null) {
       const exited = new Promise((r) => child.once('exit', r));
@@ -100,7 +101,7 @@ export class SshvisorServer {
     }
     // Whatever happened above, no QEMU of this test outlives it.
     spawnSync('pkill', ['-KILL', '-f', `qemu-system-x86_64.*${this.dataDir}`]);
-    rmSync(this.dir, { recursive: true, force: true });
+    if (!options.keepFiles) rmSync(this.dir, { recursive: true, force: true });
   }
 }
 
