@@ -41,6 +41,8 @@ export function buildQemuArgs(spec: VmSpec, paths: QemuRuntimePaths, opts: QemuA
     '-serial', 'chardev:console0',
     '-kernel', spec.image.kernel,
     '-append', kernelArgs.join(' '),
+    // A guest that can't run an ACPI stack (a unikernel) reports a panic by writing to I/O port 0x505.
+    '-device', 'pvpanic',
     '-object', 'rng-random,id=rng0,filename=/dev/urandom',
     '-device', 'virtio-rng-device,rng=rng0',
   ];
