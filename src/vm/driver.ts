@@ -28,6 +28,13 @@ export interface VmSpec {
   };
   /** Kernel arguments added after the driver's own and the image's. */
   kernelArgs: string[];
+  /**
+   * Back guest RAM with this file (shared mapping), so a suspend writes only
+   * device state and the RAM stays where it is. Required for suspend().
+   */
+  memoryFile?: string;
+  /** Resume from the device state a suspend() wrote, instead of booting (needs the same memoryFile). */
+  restoreFrom?: string;
 }
 
 export type VmState = 'created' | 'starting' | 'running' | 'paused' | 'stopping' | 'exited';
@@ -43,6 +50,8 @@ export type ExitReason =
   | 'stopped'
   /** sshvisor killed it (Vm.kill). */
   | 'killed'
+  /** Saved to disk by Vm.suspend(); a VM started with restoreFrom continues it. */
+  | 'suspended'
   /** The hypervisor process died on its own (a signal from elsewhere, a QEMU error). */
   | 'crashed';
 
@@ -89,6 +98,13 @@ export interface Vm extends EventEmitter<VmEvents> {
   kill(): Promise<ExitInfo>;
   pause(): Promise<void>;
   resume(): Promise<void>;
+  /**
+   * Save the guest's device state to `stateFile` (its RAM is already in
+   * spec.memoryFile, flushed with its disk) and end the hypervisor process.
+   */
+  suspend(stateFile: string): Promise<ExitInfo>;
+  /** The hypervisor's version, e.g. "qemu 7.2.22": a snapshot only restores on the same one. */
+  readonly hypervisorVersion: string | undefined;
   status(): Promise<VmStatus>;
   /** Send bytes to the guest's serial console input. */
   writeConsole(data: Buffer | string): void;

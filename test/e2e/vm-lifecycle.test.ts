@@ -114,6 +114,40 @@ describe('QEMU microVM lifecycle', () => {
     assert.equal((await vm.exited).reason, 'killed');
   });
 
+  it('suspends to disk and resumes with processes still running, same PIDs', async () => {
+    const disk = await fx.diskFor('napper');
+    const memoryFile = join(fx.dir, 'napper.ram');
+    const stateFile = join(fx.dir, 'napper.state');
+    const spec = await fx.spec('napper', { disk, memoryFile });
+    const vm = fx.create(spec);
+    const con = new ConsoleReader(vm);
+    await vm.start();
+    await con.waitFor(GUEST_READY_MARKER);
+    vm.writeConsole('(i=0; while :; do i=$((i+1)); echo $i > /tmp/count; sleep 0.1; done) & echo "counter-pid=$!"\n');
+    const pid = (await con.waitFor(/counter-pid=\d+/)).split('=')[1];
+    await new Promise((r) => setTimeout(r, 1000));
+
+    const qemuPid = vm.pid!;
+    const exit = await vm.suspend(stateFile);
+    assert.equal(exit.reason, 'suspended');
+    assert.equal(vm.state, 'exited');
+    assert.throws(() => process.kill(qemuPid, 0), 'the QEMU process is gone');
+    assert.ok(existsSync(stateFile), 'device state written');
+    assert.ok(!existsSync(`${stateFile}.partial`));
+
+    const back = fx.create({ ...spec, restoreFrom: stateFile });
+    const con2 = new ConsoleReader(back);
+    await back.start();
+    back.writeConsole(`echo "before=$(cat /tmp/count)"; sleep 0.5; echo "after=$(cat /tmp/count) alive=$(kill -0 ${pid} && echo yes)"\n`);
+    const before = Number((await con2.waitFor(/before=\d+/)).split('=')[1]);
+    const after = (await con2.waitFor(/after=\d+ alive=\w+/)).match(/after=(\d+) alive=(\w+)/)!;
+    assert.ok(before >= 5, `the counter kept its value across the suspend (${before})`);
+    assert.ok(Number(after[1]) > before, 'and keeps counting');
+    assert.equal(after[2], 'yes', `process ${pid} is the same one`);
+    assert.ok(!con2.text.includes('Linux version'), 'no boot happened');
+    await back.kill();
+  });
+
   it('fails to start with a one-line reason when the kernel is missing', async () => {
     const spec = await fx.spec('nokernel');
     const vm = fx.create({ ...spec, image: { ...spec.image, kernel: join(fx.dir, 'no-such-vmlinuz') } });

@@ -6,6 +6,9 @@ export interface QemuRuntimePaths {
   pidFile: string;
 }
 
+/** QEMU option values escape a comma by doubling it; a path may contain one. */
+const opt = (value: string): string => value.replace(/,/g, ',,');
+
 export interface QemuArgsOptions {
   /** Host TSC rate, passed to the guest under TCG (see accel.ts). */
   tscKhz?: number;
@@ -27,7 +30,7 @@ export function buildQemuArgs(spec: VmSpec, paths: QemuRuntimePaths, opts: QemuA
   const args = [
     '-name', `sshvisor-${spec.name},process=sshvisor-${spec.name}`,
     // The legacy PIT/PIC/RTC give TCG guests a timer to calibrate against; under KVM they cost nothing worth saving.
-    '-M', tcg ? 'microvm,pit=on,pic=on,rtc=on' : 'microvm',
+    '-M', (tcg ? 'microvm,pit=on,pic=on,rtc=on' : 'microvm') + (spec.memoryFile ? ',memory-backend=mem' : ''),
     '-accel', spec.accel,
     '-cpu', tcg ? 'max' : 'host',
     '-m', String(spec.memoryMiB),
@@ -36,8 +39,8 @@ export function buildQemuArgs(spec: VmSpec, paths: QemuRuntimePaths, opts: QemuA
     '-no-reboot',
     '-S',
     '-pidfile', paths.pidFile,
-    '-qmp', `unix:${paths.qmpSocket},server=on,wait=off`,
-    '-chardev', `socket,id=console0,path=${paths.consoleSocket},server=on,wait=off`,
+    '-qmp', `unix:${opt(paths.qmpSocket)},server=on,wait=off`,
+    '-chardev', `socket,id=console0,path=${opt(paths.consoleSocket)},server=on,wait=off`,
     '-serial', 'chardev:console0',
     '-kernel', spec.image.kernel,
     '-append', kernelArgs.join(' '),
@@ -47,9 +50,14 @@ export function buildQemuArgs(spec: VmSpec, paths: QemuRuntimePaths, opts: QemuA
     '-device', 'virtio-rng-device,rng=rng0',
   ];
   if (spec.image.initrd) args.push('-initrd', spec.image.initrd);
+  if (spec.memoryFile) {
+    args.push('-object', `memory-backend-file,id=mem,size=${spec.memoryMiB}M,mem-path=${opt(spec.memoryFile)},share=on`);
+  }
+  // The state arrives over QMP (migrate-incoming) once the driver is attached.
+  if (spec.restoreFrom) args.push('-incoming', 'defer');
   if (spec.disk) {
     args.push(
-      '-drive', `id=disk0,file=${spec.disk},format=raw,if=none,discard=unmap`,
+      '-drive', `id=disk0,file=${opt(spec.disk)},format=raw,if=none,discard=unmap`,
       '-device', 'virtio-blk-device,drive=disk0',
     );
   }

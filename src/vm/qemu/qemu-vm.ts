@@ -1,6 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { EventEmitter } from 'node:events';
-import { closeSync, existsSync, openSync, readFileSync, rmSync } from 'node:fs';
+import { closeSync, existsSync, fsyncSync, openSync, readFileSync, renameSync, rmSync } from 'node:fs';
 import { connect, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { UserError } from '../../util/errors.js';
@@ -10,6 +10,7 @@ import { freeLoopbackPort } from './free-port.js';
 import { buildQemuArgs, type QemuRuntimePaths } from './qemu-args.js';
 import { QmpClient, type QmpEvent } from './qmp-client.js';
 import { killAllOnExit } from './process-reaper.js';
+import { loadState, saveState } from './migration.js';
 
 const PANIC_TEXT = 'Kernel panic - not syncing';
 const START_TIMEOUT_MS = 15_000;
@@ -20,7 +21,7 @@ export interface QemuVmOptions {
 }
 
 /** Why the host side asked the VM to end, if it did: decides between stopped, killed and crashed. */
-type EndRequest = 'stop' | 'stop-forced' | 'kill';
+type EndRequest = 'stop' | 'stop-forced' | 'kill' | 'suspend';
 
 export class QemuVm extends EventEmitter<VmEvents> implements Vm {
   readonly name: string;
@@ -89,6 +90,7 @@ export class QemuVm extends EventEmitter<VmEvents> implements Vm {
       this.consoleSocket = await connectUnix(this.paths.consoleSocket);
       this.consoleSocket.on('data', (b: Buffer) => this.onConsole(b));
       this.consoleSocket.on('error', () => {});
+      if (this.spec.restoreFrom) await loadState(this.qmp, this.spec.restoreFrom);
       await this.qmp.execute('cont');
     } catch (err) {
       if (!this.exitInfo) await this.kill();
@@ -126,6 +128,36 @@ export class QemuVm extends EventEmitter<VmEvents> implements Vm {
       this.child?.kill('SIGKILL');
     }
     return this.exited;
+  }
+
+  async suspend(stateFile: string): Promise<ExitInfo> {
+    if (!this.spec.memoryFile) throw new Error(`VM ${this.name} has no memory file; it cannot be suspended`);
+    const qmp = this.requireQmp();
+    const wasRunning = this._state === 'running';
+    const tmp = `${stateFile}.partial`;
+    try {
+      await qmp.execute('stop');
+      await saveState(qmp, tmp);
+      // The state must be on disk before the process that could rewrite it is gone.
+      fsyncPath(tmp);
+      renameSync(tmp, stateFile);
+    } catch (err) {
+      rmSync(tmp, { force: true });
+      // Leave the VM as it was: a failed suspend must not take the guest down.
+      if (wasRunning && !this.exitInfo) await qmp.execute('cont').catch(() => undefined);
+      throw new UserError(`suspending VM ${this.name} failed: ${(err as Error).message}`);
+    }
+    this.endRequest = 'suspend';
+    this.setState('stopping');
+    await qmp.execute('quit').catch(() => undefined);
+    const info = await this.exited;
+    fsyncPath(this.spec.memoryFile);
+    return info;
+  }
+
+  get hypervisorVersion(): string | undefined {
+    const v = this.qmp?.version;
+    return v ? `qemu ${v.major}.${v.minor}.${v.micro}` : undefined;
   }
 
   async kill(): Promise<ExitInfo> {
@@ -209,6 +241,7 @@ export class QemuVm extends EventEmitter<VmEvents> implements Vm {
 
   private classifyExit(code: number | null, signal: NodeJS.Signals | null): Pick<ExitInfo, 'reason' | 'detail'> {
     if (this.endRequest === 'kill') return { reason: 'killed', detail: 'killed by sshvisor' };
+    if (this.endRequest === 'suspend') return { reason: 'suspended', detail: 'suspended to disk' };
     if (this.panicSeen) return { reason: 'panic', detail: 'guest kernel panic' };
     if (this.endRequest === 'stop-forced') return { reason: 'stopped', detail: 'guest ignored the power-off request and was killed' };
     if (this.shutdownReason === 'guest-shutdown') {
@@ -238,6 +271,15 @@ export class QemuVm extends EventEmitter<VmEvents> implements Vm {
 
   private removeRuntimeFiles(): void {
     for (const f of [this.paths.qmpSocket, this.paths.consoleSocket, this.paths.pidFile]) rmSync(f, { force: true });
+  }
+}
+
+function fsyncPath(path: string): void {
+  const fd = openSync(path, 'r+');
+  try {
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
   }
 }
 

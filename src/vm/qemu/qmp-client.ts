@@ -25,6 +25,10 @@ export interface QmpCommands {
   system_powerdown: { args: undefined; ret: Record<string, never> };
   system_reset: { args: undefined; ret: Record<string, never> };
   'human-monitor-command': { args: { 'command-line': string }; ret: string };
+  'migrate-set-capabilities': { args: { capabilities: Array<{ capability: string; state: boolean }> }; ret: Record<string, never> };
+  migrate: { args: { uri: string }; ret: Record<string, never> };
+  'migrate-incoming': { args: { uri: string }; ret: Record<string, never> };
+  'query-migrate': { args: undefined; ret: { status?: string; 'error-desc'?: string } };
 }
 
 export type QmpCommandName = keyof QmpCommands;
