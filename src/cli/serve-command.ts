@@ -5,6 +5,7 @@ import { existsSync } from 'node:fs';
 import { loadImage, type GuestImage } from '../image/image.js';
 import { ConsoleHub } from '../console/console-hub.js';
 import { startConsoleTcpServer } from '../console/console-tcp-server.js';
+import { isoSeconds } from '../console/marker.js';
 import type { ServeConfig } from '../config/config-schema.js';
 import { QemuDriver } from '../vm/qemu/qemu-driver.js';
 import { resolveAccel } from '../vm/accel.js';
@@ -38,6 +39,8 @@ export function registerServeCommand(program: Command): void {
   registerServeOptions(cmd);
   cmd.action(async (flags: Record<string, unknown>) => {
     const config = loadConfig({ flags, env: process.env });
+    // Everything sshvisor and QEMU create (guest RAM, snapshots, logs) is the server user's alone.
+    process.umask(0o077);
     const logger = createLogger(config.logLevel);
     // Everything that can fail on bad setup fails here, before the port opens.
     const image = config.kernel ? customImage(config) : { ...loadImage(config.imageDir), ...(config.consoleOnly ? { ssh: false } : {}) };
@@ -59,6 +62,7 @@ export function registerServeCommand(program: Command): void {
       maxVms: config.maxVms,
       allowInternet: config.allowInternet,
       idleTimeoutSec: config.idleTimeout,
+      snapshotRetentionSec: config.snapshotRetention,
       bootTimeoutSec: config.bootTimeout,
       gatewayKey,
     });
@@ -69,7 +73,9 @@ export function registerServeCommand(program: Command): void {
       onError: (vm, err) => logger.warn({ vm, err: String(err) }, 'console log write failed'),
     });
     // Attach before the VM starts, so its console is captured from the first byte.
-    manager.on('vm-created', (vm) => hub.attach(vm));
+    manager.on('vm-created', (vm, { resumedFrom }) =>
+      hub.attach(vm, resumedFrom ? `VM resumed from the snapshot taken at ${isoSeconds(resumedFrom)}` : 'VM started'),
+    );
     const authenticator = createAuthenticator({ mode: config.auth, store, keysDir: config.keysDir, logger });
     const server = createSshServer({
       hostKey: hostKey.privateKey,
@@ -101,11 +107,11 @@ export function registerServeCommand(program: Command): void {
     const stop = (signal: string): void => {
       if (stopping) return;
       stopping = true;
-      logger.info({ event: 'shutdown', signal }, 'shutting down: stopping VMs');
+      logger.info({ event: 'shutdown', signal }, 'shutting down: suspending VMs');
       server.close();
       void (consoleTcp?.close() ?? Promise.resolve())
         .then(() => manager.shutdown())
-        .catch((err) => logger.error({ err: String(err) }, 'error while stopping VMs'))
+        .catch((err) => logger.error({ err: String(err) }, 'error while suspending VMs'))
         .then(() => hub.close())
         .finally(() => {
           store.close();

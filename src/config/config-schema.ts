@@ -54,8 +54,10 @@ export const serveConfigSchema = z.strictObject({
   auth: oneOf(AUTH_MODES),
   /** authorized_keys files, one per VM name; only read when auth=keys. */
   keysDir: path,
-  /** Seconds without an SSH session before a VM is stopped; 0 never stops it. */
+  /** Seconds without an SSH session before a VM is suspended to disk; 0 keeps it running. */
   idleTimeout: int(0),
+  /** Seconds a suspended VM's snapshot is kept; then it is deleted (the disk stays). */
+  snapshotRetention: int(1),
   /** Size of each VM's persistent disk, MiB. */
   diskSize: int(16, 1024 * 1024),
   imageDir: path,
@@ -106,7 +108,8 @@ export const SERVE_FIELDS: { readonly [K in ServeConfigKey]: FieldInfo } = {
   allowInternet: { kind: 'bool', help: 'let guests reach the internet (default: no)' },
   auth: { kind: 'string', arg: 'mode', help: 'claim (first key owns a name), keys (KEYS_DIR/NAME) or open (default claim)' },
   keysDir: { kind: 'path', arg: 'dir', help: 'authorized_keys file per VM name, for --auth keys (default DATA_DIR/keys)' },
-  idleTimeout: { kind: 'int', arg: 'secs', help: 'stop a VM this long after its last session ends, 0 = never (default 300)' },
+  idleTimeout: { kind: 'int', arg: 'secs', help: 'suspend a VM to disk this long after its last session ends, 0 = never (default 300)' },
+  snapshotRetention: { kind: 'int', arg: 'secs', help: 'delete a suspended VM\'s snapshot after this long; its disk stays (default 604800, 7 days)' },
   diskSize: { kind: 'int', arg: 'mib', help: 'persistent disk per VM in MiB (default 1024)' },
   imageDir: { kind: 'path', arg: 'dir', help: 'guest image (default DATA_DIR/images/default)' },
   bootTimeout: { kind: 'int', arg: 'secs', help: 'give up on a guest that is not up after this long (default 120)' },
@@ -133,6 +136,7 @@ export const STATIC_DEFAULTS = {
   allowInternet: false,
   auth: 'claim',
   idleTimeout: 300,
+  snapshotRetention: 7 * 24 * 3600,
   diskSize: 1024,
   bootTimeout: 120,
   logLevel: 'info',

@@ -113,7 +113,7 @@ export class ConsoleChannel extends EventEmitter<ChannelEvents> implements Viewe
    * Capture `vm`'s console from now on (attach before vm.start() to get the
    * first byte). Replaces any previous Vm, whose later events are ignored.
    */
-  attach(vm: ConsoleVm): void {
+  attach(vm: ConsoleVm, startMarker = 'VM started'): void {
     if (this.closed || this.current?.vm === vm) return;
     this.detach();
     const onConsole = (data: Buffer): void => {
@@ -135,7 +135,7 @@ export class ConsoleChannel extends EventEmitter<ChannelEvents> implements Viewe
         vm.off('exit', onExit);
       },
     };
-    this.mark('VM started');
+    this.mark(startMarker);
     this.emit('attach', vm);
   }
 

@@ -58,9 +58,9 @@ export class ConsoleHub {
   }
 
   /** Wire a Vm to its name's channel: `manager.on('vm-created', (vm) => hub.attach(vm))`. */
-  attach(vm: ConsoleVm & { readonly name: string }): ConsoleChannel {
+  attach(vm: ConsoleVm & { readonly name: string }, startMarker?: string): ConsoleChannel {
     const ch = this.channel(vm.name);
-    ch.attach(vm);
+    ch.attach(vm, startMarker);
     return ch;
   }
 

@@ -70,3 +70,24 @@ export async function connectGuest(opts: GuestConnectOptions): Promise<GuestClie
   }
   throw new Error(`the guest's SSH daemon did not answer in time (${lastError?.message ?? 'no attempt'})`);
 }
+
+/** Run a command in the guest over the gateway's connection; resolves with its exit code. */
+export function guestExec(client: GuestClient, command: string, timeoutMs: number): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`${command}: timed out`)), timeoutMs);
+    client.exec(command, (err, ch) => {
+      if (err) {
+        clearTimeout(timer);
+        return reject(err);
+      }
+      let code = -1;
+      ch.on('exit', (c: number | null) => (code = c ?? -1));
+      ch.on('close', () => {
+        clearTimeout(timer);
+        resolve(code);
+      });
+      ch.resume();
+      ch.stderr.resume();
+    });
+  });
+}

@@ -1,5 +1,5 @@
-import { EventEmitter } from 'node:events';
-import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { EventEmitter, once } from 'node:events';
+import { existsSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Logger } from '../util/log.js';
 import { UserError, errorMessage } from '../util/errors.js';
@@ -7,11 +7,22 @@ import { ensurePrivateDir } from '../util/paths.js';
 import type { GuestImage } from '../image/image.js';
 import { guestKernelArgs } from '../image/guest-contract.js';
 import type { Accel, ExitInfo, Vm, VmDriver } from '../vm/driver.js';
-import { assertVmName } from '../vm/vm-name.js';
+import { assertVmName, isValidVmName } from '../vm/vm-name.js';
 import { ensureDisk } from '../vm/disk.js';
 import type { Store } from '../store/store.js';
 import { CapacityError } from './capacity-error.js';
-import { connectGuest, type GuestClient } from './guest-connection.js';
+import { connectGuest, guestExec, type GuestClient } from './guest-connection.js';
+import {
+  deleteSnapshot,
+  forgetSnapshot,
+  imageFingerprint,
+  inspectSnapshot,
+  moveSnapshotAside,
+  snapshotPaths,
+  snapshotTakenAt,
+  writeSnapshotMeta,
+  type SnapshotMeta,
+} from './snapshot-files.js';
 
 export interface VmManagerOptions {
   driver: VmDriver;
@@ -25,8 +36,10 @@ export interface VmManagerOptions {
   diskSizeMiB: number;
   maxVms: number;
   allowInternet: boolean;
-  /** Seconds a VM stays up after its last session ends; 0 keeps it up. */
+  /** Seconds a VM stays up after its last session ends before it is suspended to disk; 0 keeps it up. */
   idleTimeoutSec: number;
+  /** Seconds a suspended VM's snapshot is kept; after that its next login cold-boots from its disk. */
+  snapshotRetentionSec: number;
   bootTimeoutSec: number;
   /** The key the gateway logs in to guests with, and its public line for the guest. */
   gatewayKey: { privateKey: Buffer; publicKey: string };
@@ -43,6 +56,8 @@ interface Entry {
   starting?: Promise<void>;
   connecting?: Promise<void>;
   startedAt?: number;
+  /** When the snapshot this VM was resumed from was taken. */
+  resumedFrom?: number;
   sessions: number;
   idleTimer?: NodeJS.Timeout;
 }
@@ -56,23 +71,38 @@ export interface Lease {
   release(): void;
 }
 
+export interface AcquireOptions {
+  /** Called when the caller has to wait (a boot, a resume, or a VM still powering off). */
+  onWaiting?: () => void;
+  /** One line the user should see (e.g. a snapshot that could not be used). */
+  onNotice?: (line: string) => void;
+  /** Also connect to the guest's SSH daemon (default: when the image has one). */
+  ssh?: boolean;
+}
+
 export interface ManagerEvents {
   /** A VM was created and is about to start: attach to its console now to see every byte. */
-  'vm-created': [Vm];
+  'vm-created': [Vm, { resumedFrom?: Date }];
   'vm-exit': [string, ExitInfo];
 }
 
 /**
- * Owns every VM's lifecycle: boots a VM on a user's first session, shares it
- * between that user's sessions, enforces --max-vms, and stops it once it has
- * been idle for --idle-timeout.
+ * Owns every VM's lifecycle: boots (or resumes) a VM on a user's first
+ * session, shares it between that user's sessions, enforces --max-vms,
+ * suspends it to disk once it has been idle for --idle-timeout, and expires
+ * snapshots after --snapshot-retention.
  */
 export class VmManager extends EventEmitter<ManagerEvents> {
   private readonly entries = new Map<string, Entry>();
   private closing = false;
 
+  private readonly sweeper: NodeJS.Timeout;
+
   constructor(private readonly opts: VmManagerOptions) {
     super();
+    this.sweepSnapshots();
+    this.sweeper = setInterval(() => this.sweepSnapshots(), Math.min(3600, Math.max(1, opts.snapshotRetentionSec / 2)) * 1000);
+    this.sweeper.unref();
   }
 
   /** VMs booting or running. */
@@ -91,7 +121,7 @@ export class VmManager extends EventEmitter<ManagerEvents> {
    * attach while the guest is still booting. `onWaiting` is called when the
    * caller has to wait (a boot, or a VM still powering off).
    */
-  async acquire(name: string, options: { onWaiting?: () => void; ssh?: boolean } = {}): Promise<Lease> {
+  async acquire(name: string, options: AcquireOptions = {}): Promise<Lease> {
     assertVmName(name);
     const { onWaiting } = options;
     const wantSsh = (options.ssh ?? true) && this.opts.image.ssh;
@@ -100,7 +130,8 @@ export class VmManager extends EventEmitter<ManagerEvents> {
     // A VM on its way down (idle stop) cannot take a new session: wait, then boot it afresh.
     while (entry?.vm?.state === 'stopping') {
       onWaiting?.();
-      await entry.vm.exited;
+      // It exits (power-off, suspend) or, if a suspend fails, goes back to running.
+      await Promise.race([entry.vm.exited, once(entry.vm, 'state')]);
       entry = this.entries.get(name);
     }
     if (!entry) {
@@ -115,7 +146,7 @@ export class VmManager extends EventEmitter<ManagerEvents> {
     try {
       if (!e.vm || e.vm.state !== 'running') {
         onWaiting?.();
-        e.starting ??= this.startVm(e).finally(() => (e.starting = undefined));
+        e.starting ??= this.startVm(e, options.onNotice).finally(() => (e.starting = undefined));
         await e.starting;
       }
       if (wantSsh && !e.guest) {
@@ -158,17 +189,74 @@ export class VmManager extends EventEmitter<ManagerEvents> {
     return entry.vm.stop({ timeoutMs: 15_000 });
   }
 
-  /** Stop every VM; used at shutdown. */
-  async shutdown(): Promise<void> {
-    this.closing = true;
-    await Promise.all([...this.entries.values()].map(async (e) => {
-      this.clearIdle(e);
-      await e.starting?.catch(() => undefined);
-      await e.vm?.stop({ timeoutMs: 15_000 });
-    }));
+  /** Suspend one VM to disk now. */
+  async suspend(name: string): Promise<ExitInfo | undefined> {
+    const entry = this.entries.get(name);
+    return entry ? this.suspendEntry(entry) : undefined;
   }
 
-  private async startVm(entry: Entry): Promise<void> {
+  /** Suspend every VM (they resume on their owners' next logins); used at shutdown. */
+  async shutdown(): Promise<void> {
+    this.closing = true;
+    clearInterval(this.sweeper);
+    await Promise.all(
+      [...this.entries.values()].map(async (e) => {
+        this.clearIdle(e);
+        await e.starting?.catch(() => undefined);
+        await this.suspendEntry(e);
+      }),
+    );
+  }
+
+  /**
+   * Snapshot a running VM to disk and end its process. The guest flushes its
+   * page cache first, so even a snapshot that later cannot be used loses
+   * nothing already written. If the snapshot fails, the VM is powered off
+   * instead: its disk is then consistent.
+   */
+  private async suspendEntry(entry: Entry): Promise<ExitInfo | undefined> {
+    const { opts } = this;
+    const vm = entry.vm;
+    if (!vm || vm.state !== 'running') return vm?.exited;
+    if (entry.guest) await guestExec(entry.guest, 'sync', 15_000).catch(() => undefined);
+    const dir = vm.spec.dir;
+    const started = Date.now();
+    try {
+      const info = await vm.suspend(snapshotPaths(dir).state, {
+        beforeQuit: () =>
+          writeSnapshotMeta(dir, {
+            takenAt: Date.now(),
+            hypervisor: vm.hypervisorVersion ?? opts.driver.version,
+            image: imageFingerprint(opts.image),
+            memoryMiB: opts.memoryMiB,
+            cpus: opts.cpus,
+          }),
+      });
+      opts.logger.info({ vm: entry.name, event: 'vm-suspend', ms: Date.now() - started }, 'VM suspended to disk');
+      return info;
+    } catch (err) {
+      forgetSnapshot(dir);
+      opts.logger.error({ vm: entry.name, event: 'vm-suspend-failed', err: errorMessage(err) }, 'suspend failed; powering the VM off');
+      return vm.stop({ timeoutMs: 15_000 });
+    }
+  }
+
+  /** Delete snapshots older than --snapshot-retention of VMs that are not running; their disks stay. */
+  sweepSnapshots(now = Date.now()): void {
+    const vmsDir = join(this.opts.dataDir, 'vms');
+    if (!existsSync(vmsDir)) return;
+    for (const name of readdirSync(vmsDir)) {
+      if (!isValidVmName(name) || this.entries.has(name)) continue;
+      const dir = join(vmsDir, name);
+      const takenAt = snapshotTakenAt(dir);
+      if (takenAt === undefined || now - takenAt <= this.opts.snapshotRetentionSec * 1000) continue;
+      deleteSnapshot(dir);
+      this.opts.logger.info({ vm: name, event: 'snapshot-expired', takenAt: new Date(takenAt).toISOString() }, 'snapshot expired; the next login boots from disk');
+    }
+  }
+
+  /** Resume the VM from its snapshot if it has a usable one, else boot it from its disk. */
+  private async startVm(entry: Entry, onNotice?: (line: string) => void): Promise<void> {
     const { opts } = this;
     const dir = ensurePrivateDir(join(opts.dataDir, 'vms', entry.name));
     const disk = join(dir, 'disk.img');
@@ -179,6 +267,33 @@ export class VmManager extends EventEmitter<ManagerEvents> {
       this.entries.delete(entry.name);
       throw new UserError(`cannot create the disk of VM ${entry.name}: ${errorMessage(err)}`);
     }
+    const snapshot = inspectSnapshot(dir, {
+      hypervisor: opts.driver.version,
+      image: imageFingerprint(opts.image),
+      memoryMiB: opts.memoryMiB,
+      cpus: opts.cpus,
+    });
+    let unusable = snapshot.kind === 'unusable' ? snapshot.reason : undefined;
+    if (snapshot.kind === 'usable') {
+      try {
+        return await this.launch(entry, dir, disk, snapshot);
+      } catch (err) {
+        unusable = errorMessage(err);
+      }
+    }
+    if (unusable) {
+      const aside = moveSnapshotAside(dir);
+      opts.logger.warn({ vm: entry.name, event: 'snapshot-unusable', reason: unusable, movedTo: aside }, 'snapshot unusable; booting from disk');
+      onNotice?.(`the saved state of ${entry.name} could not be used (${unusable}); booting it from its disk instead`);
+    } else {
+      // No snapshot: whatever RAM file is left (a crash) means nothing.
+      rmSync(snapshotPaths(dir).ram, { force: true });
+    }
+    await this.launch(entry, dir, disk, undefined);
+  }
+
+  private async launch(entry: Entry, dir: string, disk: string, snapshot: { stateFile: string; meta: SnapshotMeta } | undefined): Promise<void> {
+    const { opts } = this;
     const vm = opts.driver.create({
       name: entry.name,
       dir,
@@ -189,18 +304,30 @@ export class VmManager extends EventEmitter<ManagerEvents> {
       disk,
       network: { allowInternet: opts.allowInternet, exposeSsh: opts.image.ssh },
       kernelArgs: opts.image.ssh ? guestKernelArgs({ hostname: entry.name, authorizedKey: opts.gatewayKey.publicKey }) : [],
+      memoryFile: snapshotPaths(dir).ram,
+      restoreFrom: snapshot?.stateFile,
     });
     entry.vm = vm;
     entry.startedAt = Date.now();
-    vm.once('exit', (info) => this.onExit(entry, vm, info));
-    this.emit('vm-created', vm);
-    opts.logger.info({ vm: entry.name, event: 'vm-boot' }, 'booting VM');
+    entry.resumedFrom = snapshot?.meta.takenAt;
+    let running = false;
+    vm.once('exit', (info) => {
+      // A restore that fails is retried as a cold boot under the same entry.
+      if (snapshot && !running) return;
+      this.onExit(entry, vm, info);
+    });
+    this.emit('vm-created', vm, { resumedFrom: snapshot ? new Date(snapshot.meta.takenAt) : undefined });
+    opts.logger.info({ vm: entry.name, event: snapshot ? 'vm-resume' : 'vm-boot' }, snapshot ? 'resuming VM from its snapshot' : 'booting VM');
     try {
       await vm.start();
     } catch (err) {
+      if (snapshot) entry.vm = undefined;
       throw new UserError(errorMessage(err));
     }
-    opts.store.recordBoot(entry.name);
+    running = true;
+    // From here the guest moves on: its old snapshot must never be restored over the newer disk.
+    if (snapshot) forgetSnapshot(dir);
+    else opts.store.recordBoot(entry.name);
   }
 
   private async connectToGuest(entry: Entry): Promise<void> {
@@ -222,6 +349,12 @@ export class VmManager extends EventEmitter<ManagerEvents> {
         if (entry.guest === guest) entry.guest = undefined;
       });
       entry.guest = guest;
+      // A resumed guest's clock stopped while it was suspended.
+      if (entry.resumedFrom !== undefined) {
+        await guestExec(guest, `date -s @${Math.round(Date.now() / 1000)} > /dev/null`, 10_000).catch((err) =>
+          opts.logger.warn({ vm: entry.name, err: errorMessage(err) }, 'could not set the clock of a resumed guest'),
+        );
+      }
     } catch (err) {
       opts.logger.error({ vm: entry.name, event: 'vm-boot-failed', err: errorMessage(err) }, 'VM did not come up');
       await vm.kill();
@@ -243,8 +376,8 @@ export class VmManager extends EventEmitter<ManagerEvents> {
     const vm = entry.vm;
     entry.idleTimer = setTimeout(() => {
       if (entry.sessions > 0) return;
-      this.opts.logger.info({ vm: entry.name, event: 'vm-idle', idleTimeoutSec: this.opts.idleTimeoutSec }, 'stopping idle VM');
-      void vm.stop({ timeoutMs: 15_000 });
+      this.opts.logger.info({ vm: entry.name, event: 'vm-idle', idleTimeoutSec: this.opts.idleTimeoutSec }, 'suspending idle VM');
+      if (entry.vm === vm) void this.suspendEntry(entry);
     }, this.opts.idleTimeoutSec * 1000);
     entry.idleTimer.unref();
   }

@@ -4,7 +4,7 @@ import { errorMessage } from '../util/errors.js';
 import type { ConsoleHub } from '../console/console-hub.js';
 import { formatNotice } from '../console/marker.js';
 import type { Lease } from '../manager/vm-manager.js';
-import { fail, type AcquireVm } from './session-relay.js';
+import { fail, notice, type AcquireVm } from './session-relay.js';
 
 export type ConsoleMode = 'console' | 'watch' | 'logs';
 
@@ -61,7 +61,7 @@ async function run(stream: ServerChannel, vmName: string, mode: ConsoleMode, acc
   let lease: Lease | undefined;
   if (mode === 'console') {
     // The console is how one reaches a guest with no SSH daemon, or a broken one: don't wait for SSH.
-    lease = await access.acquire(vmName, { ssh: false });
+    lease = await access.acquire(vmName, { ssh: false, onNotice: (line) => notice(stream, line) });
     if (stream.destroyed) return lease.release();
   }
   const channel = access.hub.channel(vmName);

@@ -1,12 +1,12 @@
 import type { ClientChannel, ServerChannel, PseudoTtyInfo, Session } from 'ssh2';
 import type { Logger } from '../util/log.js';
 import { errorMessage } from '../util/errors.js';
-import type { Lease } from '../manager/vm-manager.js';
+import type { AcquireOptions, Lease } from '../manager/vm-manager.js';
 import { BootProgress } from './boot-progress.js';
 import { commandWithEnv, isAcceptableEnv } from './guest-env.js';
 
 /** What the relay needs from the VM manager: a lease on a named VM (see VmManager.acquire). */
-export type AcquireVm = (name: string, options?: { onWaiting?: () => void; ssh?: boolean }) => Promise<Lease>;
+export type AcquireVm = (name: string, options?: AcquireOptions) => Promise<Lease>;
 
 type GuestChannel = ClientChannel;
 
@@ -66,7 +66,7 @@ export function relaySession(session: Session, vmName: string, acquire: AcquireV
     const progress = pty ? new BootProgress(stream, vmName) : undefined;
     let lease: Lease;
     try {
-      lease = await acquire(vmName, { onWaiting: () => progress?.start() });
+      lease = await acquire(vmName, { onWaiting: () => progress?.start(), onNotice: (line) => notice(stream, line) });
     } catch (err) {
       progress?.stop(false);
       return fail(stream, errorMessage(err));
@@ -123,6 +123,11 @@ function openGuestChannel(lease: Lease, start: Start, pty: PseudoTtyInfo | undef
         break;
     }
   });
+}
+
+/** One line for the user on stderr, beside whatever the session prints. */
+export function notice(stream: ServerChannel, line: string): void {
+  if (!stream.destroyed) stream.stderr.write(`sshvisor: ${line}\r\n`);
 }
 
 /** End a user's session with a one-line reason on stderr and a non-zero status. */

@@ -101,8 +101,10 @@ export interface Vm extends EventEmitter<VmEvents> {
   /**
    * Save the guest's device state to `stateFile` (its RAM is already in
    * spec.memoryFile, flushed with its disk) and end the hypervisor process.
+   * `beforeQuit` runs once the state is durable, while the VM still exists:
+   * the place to record the snapshot so no one sees it half made.
    */
-  suspend(stateFile: string): Promise<ExitInfo>;
+  suspend(stateFile: string, options?: { beforeQuit?: () => void }): Promise<ExitInfo>;
   /** The hypervisor's version, e.g. "qemu 7.2.22": a snapshot only restores on the same one. */
   readonly hypervisorVersion: string | undefined;
   status(): Promise<VmStatus>;
@@ -112,5 +114,7 @@ export interface Vm extends EventEmitter<VmEvents> {
 
 export interface VmDriver {
   readonly name: string;
+  /** e.g. "qemu 7.2.22", the same string Vm.hypervisorVersion reports. */
+  readonly version: string;
   create(spec: VmSpec): Vm;
 }

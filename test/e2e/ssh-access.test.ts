@@ -212,20 +212,23 @@ describe('ssh access: claim mode, names, isolation and --max-vms 2', () => {
   });
 });
 
-describe('ssh access: /root survives a VM stop (--idle-timeout 2)', () => {
+describe('ssh access: /root survives a VM stop', () => {
   let server: SshvisorServer;
   let key: string;
 
   before(async () => {
-    server = new SshvisorServer(['--idle-timeout', '2']);
+    // Idle VMs are suspended, not stopped; this test stops the guest itself, with no idle timer in the way.
+    server = new SshvisorServer(['--idle-timeout', '0']);
     key = server.makeKey('a');
     await server.start();
   });
   after(() => server.stop());
 
-  it('stops an idle VM and boots it again with the same disk', VM_TEST, async () => {
+  it('boots a stopped VM again with the same disk', VM_TEST, async () => {
     const token = randomUUID();
-    const first = await server.ssh('alice', key, [`echo ${token} > /root/keep.txt && sync && cat /proc/sys/kernel/random/boot_id`]);
+    const first = await server.ssh('alice', key, [
+      `echo ${token} > /root/keep.txt && sync && cat /proc/sys/kernel/random/boot_id && (setsid sh -c 'sleep 1; poweroff' > /dev/null 2>&1 < /dev/null &)`,
+    ]);
     assertOk(first, 'first login');
     const bootId1 = first.stdout.trim();
     assert.match(bootId1, /^[0-9a-f-]{36}$/);
@@ -233,8 +236,7 @@ describe('ssh access: /root survives a VM stop (--idle-timeout 2)', () => {
     await server.waitForEvent('vm-exit', 1, 60_000);
     const exit = server.events('vm-exit')[0]!;
     assert.equal(exit.vm, 'alice');
-    assert.equal(exit.reason, 'stopped', `stopped gracefully: ${JSON.stringify(exit)}`);
-    assert.equal(server.events('vm-idle').length, 1, 'stopped for being idle');
+    assert.equal(exit.reason, 'poweroff', `powered off: ${JSON.stringify(exit)}`);
     assert.deepEqual(qemuProcesses(server.dataDir), [], 'QEMU is gone');
 
     const second = await server.ssh('alice', key, ['cat /root/keep.txt; cat /proc/sys/kernel/random/boot_id']);
@@ -244,18 +246,6 @@ describe('ssh access: /root survives a VM stop (--idle-timeout 2)', () => {
     assert.match(bootId2 ?? '', /^[0-9a-f-]{36}$/);
     assert.notEqual(bootId2, bootId1, 'it is a new boot');
     assert.equal(bootsOf(server, 'alice'), 2);
-  });
-
-  it('a login that arrives while the idle VM powers off waits for it and gets a fresh VM', VM_TEST, async () => {
-    const idleBefore = server.events('vm-idle').length;
-    const exitsBefore = server.events('vm-exit').length;
-    // The previous test's login left alice's VM idle: its timer fires 2 s later.
-    await server.waitForEvent('vm-idle', idleBefore + 1, 60_000);
-    const r = await server.ssh('alice', key, ['echo started; sleep 2; echo survived']);
-    assertOk(r, 'login during the power-off');
-    assert.equal(r.stdout, 'started\nsurvived\n');
-    assert.ok(server.events('vm-exit').length > exitsBefore, 'the old VM did exit');
-    assert.equal(bootsOf(server, 'alice'), 3);
   });
 });
 

@@ -49,6 +49,7 @@ describe('loadConfig', () => {
       auth: 'claim',
       keysDir: join(dataDir, 'keys'),
       idleTimeout: 300,
+      snapshotRetention: 604800,
       diskSize: 1024,
       imageDir: join(dataDir, 'images', 'default'),
       bootTimeout: 120,
@@ -160,7 +161,7 @@ describe('loadConfig', () => {
 
   test('config file errors', () => {
     const typo = configFile({ prot: 22 });
-    rejects(() => loadConfig({ flags: { config: typo }, env: {} }), `config file ${typo}: unknown key "prot" (known keys: listen, port, dataDir, memory, cpus, maxVms, accel, allowInternet, auth, keysDir, idleTimeout, diskSize, imageDir, bootTimeout, logLevel, consoleBuffer, consoleReplay, consoleLogSize, consoleTcp, consoleTcpPublic, kernel, initrd, append, consoleOnly)`);
+    rejects(() => loadConfig({ flags: { config: typo }, env: {} }), `config file ${typo}: unknown key "prot" (known keys: listen, port, dataDir, memory, cpus, maxVms, accel, allowInternet, auth, keysDir, idleTimeout, snapshotRetention, diskSize, imageDir, bootTimeout, logLevel, consoleBuffer, consoleReplay, consoleLogSize, consoleTcp, consoleTcpPublic, kernel, initrd, append, consoleOnly)`);
     const bigPort = configFile({ port: 70000 });
     rejects(() => loadConfig({ flags: { config: bigPort }, env: {} }), `config file ${bigPort}: invalid "port" 70000: must be an integer from 1 to 65535`);
     const stringPort = configFile({ port: '22' });

@@ -1,3 +1,4 @@
+import { execFileSync } from 'node:child_process';
 import type { Vm, VmDriver, VmSpec } from '../driver.js';
 import { assertVmName } from '../vm-name.js';
 import { hostTscKhz } from '../accel.js';
@@ -10,9 +11,13 @@ export class QemuDriver implements VmDriver {
   private readonly qemuBinary: string;
   private readonly tscKhz: number | undefined;
 
+  readonly version: string;
+
   constructor() {
     this.qemuBinary = requireTool('qemu-system-x86_64');
     this.tscKhz = hostTscKhz();
+    const out = execFileSync(this.qemuBinary, ['--version'], { encoding: 'utf8' });
+    this.version = `qemu ${/version (\d+\.\d+\.\d+)/.exec(out)?.[1] ?? 'unknown'}`;
   }
 
   create(spec: VmSpec): Vm {

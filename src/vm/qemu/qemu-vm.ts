@@ -32,6 +32,8 @@ export class QemuVm extends EventEmitter<VmEvents> implements Vm {
   private consoleSocket?: Socket;
   private shutdownReason?: string;
   private panicSeen = false;
+  /** The guest said so itself, through pvpanic (a unikernel has no console text QEMU would know). */
+  private guestPanicked = false;
   private consoleTail = '';
   private endRequest?: EndRequest;
   private exitInfo?: ExitInfo;
@@ -130,25 +132,30 @@ export class QemuVm extends EventEmitter<VmEvents> implements Vm {
     return this.exited;
   }
 
-  async suspend(stateFile: string): Promise<ExitInfo> {
+  async suspend(stateFile: string, options: { beforeQuit?: () => void } = {}): Promise<ExitInfo> {
     if (!this.spec.memoryFile) throw new Error(`VM ${this.name} has no memory file; it cannot be suspended`);
     const qmp = this.requireQmp();
-    const wasRunning = this._state === 'running';
+    const before = this._state;
     const tmp = `${stateFile}.partial`;
+    this.setState('stopping');
     try {
       await qmp.execute('stop');
       await saveState(qmp, tmp);
       // The state must be on disk before the process that could rewrite it is gone.
       fsyncPath(tmp);
       renameSync(tmp, stateFile);
+      options.beforeQuit?.();
     } catch (err) {
       rmSync(tmp, { force: true });
       // Leave the VM as it was: a failed suspend must not take the guest down.
-      if (wasRunning && !this.exitInfo) await qmp.execute('cont').catch(() => undefined);
+      if (!this.exitInfo) {
+        if (before === 'running') await qmp.execute('cont').catch(() => undefined);
+        this._state = before;
+        this.emit('state', before);
+      }
       throw new UserError(`suspending VM ${this.name} failed: ${(err as Error).message}`);
     }
     this.endRequest = 'suspend';
-    this.setState('stopping');
     await qmp.execute('quit').catch(() => undefined);
     const info = await this.exited;
     fsyncPath(this.spec.memoryFile);
@@ -218,7 +225,7 @@ export class QemuVm extends EventEmitter<VmEvents> implements Vm {
 
   private onQmpEvent(e: QmpEvent): void {
     if (e.event === 'SHUTDOWN') this.shutdownReason = String(e.data?.reason ?? '');
-    if (e.event === 'GUEST_PANICKED') this.panicSeen = true;
+    if (e.event === 'GUEST_PANICKED') this.guestPanicked = true;
   }
 
   private async waitForSockets(): Promise<void> {
@@ -243,6 +250,7 @@ export class QemuVm extends EventEmitter<VmEvents> implements Vm {
     if (this.endRequest === 'kill') return { reason: 'killed', detail: 'killed by sshvisor' };
     if (this.endRequest === 'suspend') return { reason: 'suspended', detail: 'suspended to disk' };
     if (this.panicSeen) return { reason: 'panic', detail: 'guest kernel panic' };
+    if (this.guestPanicked) return { reason: 'panic', detail: 'guest panic' };
     if (this.endRequest === 'stop-forced') return { reason: 'stopped', detail: 'guest ignored the power-off request and was killed' };
     if (this.shutdownReason === 'guest-shutdown') {
       return this.endRequest === 'stop'
