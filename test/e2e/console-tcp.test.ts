@@ -57,12 +57,12 @@ describe('the plain-text console stream (--console-tcp) and history across a gat
     assert.match(text, /^sshvisor: invalid VM name/);
   });
 
-  it('keeps the history across a gateway restart, with the exit marker', async () => {
+  it('keeps the history across a gateway restart (SIGTERM suspends the VM), with the exit marker', async () => {
     await first.stop({ keepFiles: true });
     second = await new SshvisorServer(['--data-dir', first.dataDir]).start();
     const logs = await second.ssh('alice+logs', key);
     assert.equal(logs.code, 0, logs.stderr);
-    assert.match(logs.stdout, /before-connect[\s\S]*after-connect[\s\S]*\] VM exited: guest powered off on request\r\n$/);
+    assert.match(logs.stdout, /before-connect[\s\S]*after-connect[\s\S]*] VM exited: suspended to disk\r\n$/);
     assert.equal(second.events('vm-boot').length, 0, 'reading the log booted nothing');
   });
 });
