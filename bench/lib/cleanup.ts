@@ -1,7 +1,8 @@
 /**
  * Teardown a bench must do however it ends (normal return, a thrown error,
- * Ctrl-C, SIGTERM): kill the QEMU processes it started and remove its temp
- * dirs. Everything here is synchronous so it also works from process 'exit'.
+ * Ctrl-C, SIGTERM): kill the processes (and process groups) it started and
+ * remove its temp dirs. Everything here is synchronous so it also works from
+ * process 'exit'.
  */
 import type { ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -10,7 +11,10 @@ import { join } from 'node:path';
 
 const children = new Set<ChildProcess>();
 const pids = new Set<number>();
+/** Process group ids: leaders spawned with `detached: true`, so their whole tree can be killed at once. */
+const groups = new Set<number>();
 const dirs = new Set<string>();
+const hooks = new Set<() => void>();
 let installed = false;
 let signalled: NodeJS.Signals | undefined;
 
@@ -23,6 +27,23 @@ function alive(pid: number): boolean {
   }
 }
 
+function groupAlive(pgid: number): boolean {
+  try {
+    process.kill(-pgid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+function killGroupNow(pgid: number): void {
+  try {
+    process.kill(-pgid, 'SIGKILL');
+  } catch {
+    // group already empty
+  }
+}
+
 function livePids(): number[] {
   const all = [...pids];
   for (const c of children) if (c.pid !== undefined && c.exitCode === null && c.signalCode === null) all.push(c.pid);
@@ -30,6 +51,7 @@ function livePids(): number[] {
 }
 
 function cleanupNow(): void {
+  for (const g of groups) killGroupNow(g);
   for (const pid of livePids()) {
     try {
       process.kill(pid, 'SIGKILL');
@@ -39,6 +61,14 @@ function cleanupNow(): void {
   }
   for (const d of dirs) rmSync(d, { recursive: true, force: true });
   dirs.clear();
+  for (const h of hooks) {
+    try {
+      h();
+    } catch {
+      // best effort: the other hooks still run
+    }
+  }
+  hooks.clear();
 }
 
 function install(): void {
@@ -57,7 +87,7 @@ function install(): void {
       // Stay up until Node has reaped the killed children (at most 2 s), so none is left a zombie.
       const deadline = Date.now() + 2000;
       const poll = (): void => {
-        if (livePids().some(alive) && Date.now() < deadline) setTimeout(poll, 20);
+        if ((livePids().some(alive) || [...groups].some(groupAlive)) && Date.now() < deadline) setTimeout(poll, 20);
         else process.exit(code);
       };
       poll();
@@ -85,6 +115,33 @@ export function trackPid(pid: number): void {
 
 export function untrackPid(pid: number): void {
   pids.delete(pid);
+}
+
+/**
+ * Kill the whole process group led by `child` (spawn it with `detached: true`)
+ * if the bench ends before untrackGroup(): that also gets what the child started
+ * itself, e.g. the QEMU under `sshvisor serve` or the `head` under `sh -c`.
+ */
+export function trackGroup(child: ChildProcess): void {
+  install();
+  if (child.pid !== undefined) groups.add(child.pid);
+}
+
+/** SIGKILL what is left of `child`'s process group (nothing, normally) and forget it, before its id can be reused. */
+export function untrackGroup(child: ChildProcess): void {
+  if (child.pid === undefined) return;
+  killGroupNow(child.pid);
+  groups.delete(child.pid);
+}
+
+/**
+ * Run `fn` (synchronously) when the bench ends, after the processes are killed,
+ * unless it is dropped first; returns the function that drops it.
+ */
+export function atCleanup(fn: () => void): () => void {
+  install();
+  hooks.add(fn);
+  return () => hooks.delete(fn);
 }
 
 /** A fresh private temp dir under os.tmpdir(), removed when the bench ends if not before. */

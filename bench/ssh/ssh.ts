@@ -1,0 +1,453 @@
+/**
+ * SSH through sshvisor against OpenSSH's own sshd, same run, same OpenSSH
+ * client binaries and client defaults for both:
+ *
+ *   (a) sshvisor: `sshvisor serve` (this build) on loopback; `ssh alice@...`
+ *       boots alice's microVM and is relayed to the guest's dropbear.
+ *   (b) baseline: /usr/sbin/sshd -D with a generated config on loopback,
+ *       `ssh root@127.0.0.1`.
+ *
+ * Measured: first login (cold boot + login, sshvisor only), `ssh ... true`
+ * on a warm VM, exec upload (`head -c N /dev/zero | ssh ... 'cat > /dev/null'`),
+ * exec download (`ssh ... 'head -c N /dev/zero' > /dev/null`) and `sftp -b`
+ * put (+ rm) of an N-byte file of zeros. Plus the CPU time the client,
+ * the server and (sshvisor) QEMU spent on each transfer.
+ *
+ *   node dist/bench/ssh/ssh.js [--logins N] [--runs N] [--size-mib N] [--accel auto|kvm|tcg]
+ *                              [--image-dir DIR] [--user NAME] [--json PATH]
+ */
+import { execFileSync, spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, readFileSync, truncateSync, writeFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { cpus as hostCpus, loadavg, release as hostKernel } from 'node:os';
+import { dirname, join } from 'node:path';
+import { parseArgs } from 'node:util';
+import type { AccelMode } from '../../src/vm/driver.js';
+import { resolveAccel } from '../../src/vm/accel.js';
+import { loadImage, type GuestImage } from '../../src/image/image.js';
+import { MANIFEST_FILE } from '../../src/image/manifest.js';
+import { STATIC_DEFAULTS } from '../../src/config/config-schema.js';
+import { defaultDataDir, defaultImageDir } from '../../src/util/paths.js';
+import { requireTool } from '../../src/util/tools.js';
+import { UserError, errorMessage } from '../../src/util/errors.js';
+import { formatTable, summarize, writeResultsJson, type Summary } from '../lib/table.js';
+import { interruptedBy, makeTempDir, removeTempDir } from '../lib/cleanup.js';
+import { cpuTimes, mustSucceed, runClient, waitForNoChildren } from '../lib/proc.js';
+import { BaselineSshd, SshvisorServe, clientOptions, makeKey, parseNegotiated, type Negotiated } from '../lib/ssh-servers.js';
+
+type Side = 'sshvisor' | 'baseline';
+const SIDES: readonly Side[] = ['sshvisor', 'baseline'];
+type Transfer = 'upload' | 'download' | 'sftp';
+const TRANSFERS: readonly Transfer[] = ['upload', 'download', 'sftp'];
+
+interface Options {
+  logins: number;
+  runs: number;
+  sizeMiB: number;
+  /** As given: passed on to `sshvisor serve --accel` only when given. */
+  accelFlag?: AccelMode;
+  imageDir: string;
+  user: string;
+  json?: string;
+}
+
+const USAGE =
+  'usage: ssh.js [--logins N] [--runs N] [--size-mib N] [--accel auto|kvm|tcg] [--image-dir DIR] [--user NAME] [--json PATH]\n';
+
+function positiveInt(name: string, text: string): number {
+  const n = Number(text);
+  if (!Number.isInteger(n) || n < 1) throw new UserError(`--${name} must be a positive integer, not ${text}`);
+  return n;
+}
+
+function parseOptions(): Options {
+  const { values } = parseArgs({
+    options: {
+      logins: { type: 'string', default: '10' },
+      runs: { type: 'string', default: '3' },
+      'size-mib': { type: 'string' },
+      accel: { type: 'string' },
+      'image-dir': { type: 'string' },
+      user: { type: 'string', default: 'alice' },
+      json: { type: 'string' },
+      help: { type: 'boolean', short: 'h' },
+    },
+    strict: true,
+  });
+  if (values.help) {
+    process.stdout.write(USAGE);
+    process.exit(0);
+  }
+  if (values.accel !== undefined && !['auto', 'kvm', 'tcg'].includes(values.accel)) {
+    throw new UserError(`--accel must be auto, kvm or tcg, not ${values.accel}`);
+  }
+  const accelFlag = values.accel as AccelMode | undefined;
+  // 256 MiB takes ~40 s a transfer through a TCG guest (~7 MB/s); 9 of them would blow the ~5 min budget.
+  const defaultSize = resolveAccel(accelFlag ?? 'auto') === 'kvm' ? 256 : 128;
+  return {
+    logins: positiveInt('logins', values.logins),
+    runs: positiveInt('runs', values.runs),
+    sizeMiB: values['size-mib'] === undefined ? defaultSize : positiveInt('size-mib', values['size-mib']),
+    accelFlag,
+    imageDir: values['image-dir'] ?? process.env.SSHVISOR_IMAGE_DIR ?? defaultImageDir(defaultDataDir()),
+    user: values.user,
+    json: values.json,
+  };
+}
+
+function loadBenchImage(dir: string): GuestImage {
+  if (!existsSync(join(dir, MANIFEST_FILE))) {
+    throw new UserError(`no guest image in ${dir}: run \`npm run setup\` (or pass --image-dir / set SSHVISOR_IMAGE_DIR)`);
+  }
+  return loadImage(dir);
+}
+
+/** CPU seconds spent during one transfer, by whom. */
+interface CpuSplit {
+  /** The OpenSSH client side: ssh / sftp (+ its ssh) / sh + head, all reaped by this process. */
+  client: number;
+  /** sshvisor: the `sshvisor serve` node process; baseline: sshd and everything it ran (session sshd, shell, cat, sftp-server). */
+  server: number;
+  /** sshvisor only: QEMU (vCPU + I/O threads): the guest's dropbear, sftp-server, cat, kernel, slirp. */
+  qemu?: number;
+}
+
+interface TransferSample {
+  what: Transfer;
+  side: Side;
+  run: number;
+  ms: number;
+  mbPerS: number;
+  cpu: CpuSplit;
+}
+
+interface Target {
+  side: Side;
+  user: string;
+  port: number;
+  /** Where an sftp put lands. */
+  sftpPath: string;
+  /** For CPU accounting. */
+  serverPid: number;
+  qemuPid?: () => number | undefined;
+}
+
+class Bench {
+  readonly bytes: number;
+  readonly payload: string;
+
+  constructor(
+    readonly opts: Options,
+    readonly dir: string,
+    readonly key: string,
+    readonly ssh: string,
+    readonly sftp: string,
+  ) {
+    this.bytes = opts.sizeMiB * 1024 * 1024;
+    // A sparse file: reading it costs no disk I/O, like /dev/zero.
+    this.payload = join(dir, `zeros-${opts.sizeMiB}MiB`);
+    writeFileSync(this.payload, '');
+    truncateSync(this.payload, this.bytes);
+  }
+
+  options(t: Target, logLevel?: string): string[] {
+    return clientOptions({ key: this.key, port: t.port, knownHosts: join(this.dir, `known_hosts-${t.side}`), logLevel });
+  }
+
+  sshArgv(t: Target, command: string, opts: { logLevel?: string; extra?: string[] } = {}): string[] {
+    return [this.ssh, ...this.options(t, opts.logLevel), ...(opts.extra ?? []), `${t.user}@127.0.0.1`, command];
+  }
+
+  async login(t: Target, opts: { timeoutMs?: number; extra?: string[] } = {}): Promise<number> {
+    const r = await runClient(this.sshArgv(t, 'true', { extra: opts.extra }), { timeoutMs: opts.timeoutMs ?? 60_000 });
+    return mustSucceed(`${t.side}: ssh ${[...(opts.extra ?? []), `${t.user}@127.0.0.1`].join(' ')} true`, r).ms;
+  }
+
+  async negotiated(t: Target): Promise<Negotiated> {
+    const r = mustSucceed(`${t.side}: ssh -v true`, await runClient(this.sshArgv(t, 'true', { logLevel: 'DEBUG1' }), { timeoutMs: 60_000 }));
+    return parseNegotiated(r.stderr);
+  }
+
+  /** Every transfer's stdout is /dev/null (runClient's 'ignore'): the download is `ssh ... > /dev/null`. */
+  private transferArgv(t: Target, what: Transfer, batch: string): string[] {
+    switch (what) {
+      case 'upload':
+        // The literal pipeline, in its own process group: sh, head and ssh die together if the bench does.
+        return ['/bin/sh', '-c', 'n=$1; shift; head -c "$n" /dev/zero | "$@"', 'sh', String(this.bytes), ...this.sshArgv(t, 'cat > /dev/null')];
+      case 'download':
+        // Busybox head in the guest, coreutils head for the baseline: both take -c.
+        return this.sshArgv(t, `head -c ${this.bytes} /dev/zero`);
+      case 'sftp':
+        return [this.sftp, '-b', batch, ...this.options(t), `${t.user}@127.0.0.1`];
+    }
+  }
+
+  async transfer(t: Target, what: Transfer, run: number): Promise<TransferSample> {
+    const batch = join(this.dir, `sftp-batch-${t.side}`);
+    if (what === 'sftp') writeFileSync(batch, `put ${this.payload} ${t.sftpPath}\nrm ${t.sftpPath}\n`);
+    const argv = this.transferArgv(t, what, batch);
+    const before = this.cpuNow(t);
+    const r = mustSucceed(`${t.side} ${what} run ${run}`, await runClient(argv, { stdout: 'ignore', timeoutMs: 15 * 60_000 }));
+    // sshd's per-connection processes count once sshd has reaped them.
+    if (t.side === 'baseline') await waitForNoChildren(t.serverPid);
+    const after = this.cpuNow(t);
+    const cpu: CpuSplit = {
+      client: after.client - before.client,
+      server: after.server - before.server,
+      ...(after.qemu !== undefined && before.qemu !== undefined ? { qemu: after.qemu - before.qemu } : {}),
+    };
+    return { what, side: t.side, run, ms: r.ms, mbPerS: this.bytes / 1e6 / (r.ms / 1000), cpu };
+  }
+
+  private cpuNow(t: Target): { client: number; server: number; qemu?: number } {
+    const self = cpuTimes('self');
+    const server = cpuTimes(t.serverPid);
+    const qpid = t.qemuPid?.();
+    const qemu = qpid !== undefined ? cpuTimes(qpid) : undefined;
+    return {
+      client: self?.children ?? NaN,
+      server: t.side === 'baseline' ? server?.children ?? NaN : server?.self ?? NaN,
+      qemu: qemu?.self,
+    };
+  }
+}
+
+/** First non-empty line a program prints for its version (ssh -V writes to stderr). */
+function versionOf(argv: string[]): string {
+  const r = spawnSync(argv[0]!, argv.slice(1), { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+  return `${r.stdout ?? ''}\n${r.stderr ?? ''}`.split('\n').map((l) => l.trim()).find(Boolean) ?? 'unknown';
+}
+
+function ssh2Version(): string {
+  try {
+    return (createRequire(import.meta.url)('ssh2/package.json') as { version: string }).version;
+  } catch {
+    return 'unknown';
+  }
+}
+
+/** QEMUs already running (someone else's VMs): they compete for the same cores. */
+function otherQemus(): number {
+  try {
+    return Number(execFileSync('pgrep', ['-c', '-f', '^[^ ]*qemu-system'], { encoding: 'utf8' }).trim()) || 0;
+  } catch {
+    return 0; // pgrep exits 1 when nothing matches
+  }
+}
+
+const round = (n: number, digits = 1): number => Math.round(n * 10 ** digits) / 10 ** digits;
+
+function cell(s: Summary | undefined, digits: number): string {
+  if (!s || s.n === 0) return '-';
+  const f = (n: number): string => n.toFixed(digits);
+  return s.n === 1 ? f(s.median) : `${f(s.median)} [${f(s.min)}-${f(s.max)}]`;
+}
+
+function ratio(a: Summary | undefined, b: Summary | undefined): string {
+  if (!a || !b || !(b.median > 0)) return '-';
+  const r = a.median / b.median;
+  return r >= 10 ? `${r.toFixed(0)}x` : r >= 0.1 ? `${r.toFixed(2)}x` : `${r.toFixed(3)}x`;
+}
+
+/** Percent of one core: CPU seconds over wall seconds. */
+const pct = (cpuS: number | undefined, ms: number): string => (cpuS === undefined || Number.isNaN(cpuS) ? '-' : `${Math.round((cpuS / (ms / 1000)) * 100)}%`);
+
+async function main(): Promise<void> {
+  const opts = parseOptions();
+  const image = loadBenchImage(opts.imageDir);
+  const ssh = requireTool('ssh');
+  requireTool('ssh-keygen');
+  const sftp = join(dirname(ssh), 'sftp');
+  if (!existsSync(sftp)) throw new UserError(`no sftp next to ${ssh} (install openssh-client)`);
+  if (process.getuid?.() !== 0) throw new UserError('run the ssh bench as root: the sshd baseline needs it');
+
+  const loadStart = loadavg();
+  const qemusAtStart = otherQemus();
+  const dir = makeTempDir('sshvisor-bench-ssh-');
+  const key = makeKey(join(dir, 'client_ed25519'), 'sshvisor-bench-client');
+  const bench = new Bench(opts, dir, key, ssh, sftp);
+  const baselineSftpDir = join(dir, 'sftp-target');
+  mkdirSync(baselineSftpDir);
+
+  let sv: SshvisorServe | undefined;
+  let sshd: BaselineSshd | undefined;
+  try {
+    process.stderr.write(`ssh bench: starting sshd baseline and sshvisor serve${opts.accelFlag ? ` --accel ${opts.accelFlag}` : ''} (image ${opts.imageDir})\n`);
+    const svDir = join(dir, 'sshvisor');
+    const sshdDir = join(dir, 'sshd');
+    mkdirSync(svDir);
+    mkdirSync(sshdDir);
+    // One after the other: if the second fails to start, the first is already in `sshd` for the finally to stop.
+    sshd = await BaselineSshd.start({ dir: sshdDir, authorizedKeys: readFileSync(`${key}.pub`, 'utf8') });
+    sv = await SshvisorServe.start({ dir: svDir, imageDir: opts.imageDir, accel: opts.accelFlag });
+    const server = sv;
+    const targets: Record<Side, Target> = {
+      sshvisor: { side: 'sshvisor', user: opts.user, port: sv.port, sftpPath: '/root/x', serverPid: sv.pid!, qemuPid: () => server.qemuPid(opts.user) },
+      baseline: { side: 'baseline', user: 'root', port: sshd.port, sftpPath: join(baselineSftpDir, 'x'), serverPid: sshd.pid! },
+    };
+    process.stderr.write(`  sshvisor on 127.0.0.1:${sv.port} (accel ${sv.accel}), sshd on 127.0.0.1:${sshd.port}\n`);
+
+    // 1. First login: claims the name with the bench key, boots the VM, logs in.
+    const firstLoginMs = await bench.login(targets.sshvisor, { timeoutMs: 300_000 });
+    const vmReadyMs = Number(sv.events('vm-ready')[0]?.ms ?? NaN);
+    if (targets.sshvisor.qemuPid!() === undefined) throw new Error(`no QEMU pid file for VM ${opts.user} after the first login`);
+    process.stderr.write(`  first login (cold boot + login): ${Math.round(firstLoginMs)} ms (server: VM ready after ${vmReadyMs} ms)\n`);
+    await bench.login(targets.baseline); // warm-up, like the VM boot was for sshvisor
+    const negotiated = { sshvisor: await bench.negotiated(targets.sshvisor), baseline: await bench.negotiated(targets.baseline) };
+
+    // 2. Warm logins, alternating so drift (the host is shared) hits both sides. With client
+    // defaults, and again with the KEX forced to what sshvisor negotiates if sshd's differs
+    // (OpenSSH prefers sntrup761x25519, which ssh2 lacks): same handshake cost on both.
+    const sameKex = negotiated.sshvisor.kex && negotiated.sshvisor.kex !== negotiated.baseline.kex ? negotiated.sshvisor.kex : undefined;
+    const kexOpt = sameKex ? ['-o', `KexAlgorithms=${sameKex}`] : undefined;
+    const logins: Record<Side, number[]> = { sshvisor: [], baseline: [] };
+    const loginsSameKex: Record<Side, number[]> = { sshvisor: [], baseline: [] };
+    for (let i = 1; i <= opts.logins; i++) {
+      for (const side of SIDES) {
+        logins[side].push(await bench.login(targets[side]));
+        if (kexOpt) loginsSameKex[side].push(await bench.login(targets[side], { extra: kexOpt }));
+      }
+    }
+    const med = (xs: number[]): number => Math.round(summarize(xs).median);
+    process.stderr.write(`  warm login median: sshvisor ${med(logins.sshvisor)} ms, sshd ${med(logins.baseline)} ms\n`);
+    if (kexOpt) process.stderr.write(`  with ${sameKex} on both: sshvisor ${med(loginsSameKex.sshvisor)} ms, sshd ${med(loginsSameKex.baseline)} ms\n`);
+
+    // 3. Transfers: run r does upload, download, sftp, each on both sides.
+    const transfers: TransferSample[] = [];
+    const samplesOf = (what: Transfer, side: Side): TransferSample[] => transfers.filter((s) => s.side === side && s.what === what);
+    for (let run = 1; run <= opts.runs; run++) {
+      for (const what of TRANSFERS) {
+        for (const side of SIDES) {
+          const s = await bench.transfer(targets[side], what, run);
+          transfers.push(s);
+          const q = s.cpu.qemu !== undefined ? `, qemu ${pct(s.cpu.qemu, s.ms)}` : '';
+          process.stderr.write(
+            `  run ${run} ${what.padEnd(8)} ${side.padEnd(8)} ${s.mbPerS.toFixed(1).padStart(7)} MB/s (${(s.ms / 1000).toFixed(2)} s; cpu client ${pct(s.cpu.client, s.ms)}, server ${pct(s.cpu.server, s.ms)}${q})\n`,
+          );
+        }
+      }
+    }
+
+    // Report.
+    const loginSum = { sshvisor: summarize(logins.sshvisor), baseline: summarize(logins.baseline) };
+    const loginSameKexSum = { sshvisor: summarize(loginsSameKex.sshvisor), baseline: summarize(loginsSameKex.baseline) };
+    const tSum = (what: Transfer, side: Side): Summary => summarize(samplesOf(what, side).map((s) => s.mbPerS));
+    // Throughput without connection setup/teardown, approximated by the side's median warm `ssh true`.
+    const netMbPerS = (s: TransferSample): number => bench.bytes / 1e6 / (Math.max(1, s.ms - loginSum[s.side].median) / 1000);
+    const tNetSum = (what: Transfer, side: Side): Summary => summarize(samplesOf(what, side).map(netMbPerS));
+    const label: Record<Transfer, string> = {
+      upload: `exec upload ${opts.sizeMiB} MiB: head | ssh 'cat > /dev/null' (MB/s)`,
+      download: `exec download ${opts.sizeMiB} MiB: ssh 'head -c' > /dev/null (MB/s)`,
+      sftp: `sftp -b put ${opts.sizeMiB} MiB + rm (MB/s)`,
+    };
+    const rows = [
+      [`first login, cold boot + login (ms)`, Math.round(firstLoginMs).toString(), '-', '-'],
+      [`ssh true, warm, n=${opts.logins} (ms)`, cell(loginSum.sshvisor, 0), cell(loginSum.baseline, 0), ratio(loginSum.sshvisor, loginSum.baseline)],
+      ...(sameKex
+        ? [[`ssh -o KexAlgorithms=${sameKex} true, warm (ms)`, cell(loginSameKexSum.sshvisor, 0), cell(loginSameKexSum.baseline, 0), ratio(loginSameKexSum.sshvisor, loginSameKexSum.baseline)]]
+        : []),
+      ...TRANSFERS.map((w) => [`${label[w]}, n=${opts.runs}`, cell(tSum(w, 'sshvisor'), 1), cell(tSum(w, 'baseline'), 1), ratio(tSum(w, 'sshvisor'), tSum(w, 'baseline'))]),
+    ];
+    process.stdout.write('\n' + formatTable(['metric (median [min-max])', 'sshvisor', 'sshd baseline', 'ratio'], rows) + '\n');
+
+    process.stdout.write(
+      `\nnet of the median warm login (MB/s, sshvisor / sshd): ${TRANSFERS.map((w) => `${w} ${tNetSum(w, 'sshvisor').median.toFixed(1)} / ${tNetSum(w, 'baseline').median.toFixed(1)}`).join(', ')}\n`,
+    );
+
+    const cpuMedian = (what: Transfer, side: Side, k: keyof CpuSplit): string => {
+      const ss = samplesOf(what, side);
+      if (!ss.length || ss.some((s) => s.cpu[k] === undefined)) return '-';
+      return `${Math.round(summarize(ss.map((s) => (s.cpu[k]! / s.ms) * 1000 * 100)).median)}%`;
+    };
+    process.stdout.write(
+      '\nCPU during transfers (median, % of one core; host has ' + hostCpus().length + ' cores)\n' +
+        formatTable(
+          ['transfer', 'side', 'ssh client', 'server process(es)', 'qemu'],
+          TRANSFERS.flatMap((w) => SIDES.map((side) => [w, side === 'sshvisor' ? 'sshvisor' : 'sshd', cpuMedian(w, side, 'client'), cpuMedian(w, side, 'server'), side === 'sshvisor' ? cpuMedian(w, side, 'qemu') : '-'])),
+        ) +
+        '\n',
+    );
+    const algo = (n: Negotiated): string => `${n.serverSoftware ?? '?'}: kex ${n.kex ?? '?'}, cipher ${n.cipherClientToServer ?? '?'}${n.macClientToServer && n.macClientToServer !== '<implicit>' ? `+${n.macClientToServer}` : ''}`;
+    process.stdout.write(`\nclient <-> sshvisor ${algo(negotiated.sshvisor)}\nclient <-> sshd     ${algo(negotiated.baseline)}\n`);
+    if (negotiated.sshvisor.cipherClientToServer !== negotiated.baseline.cipherClientToServer) {
+      process.stdout.write('warning: the two sides negotiated different ciphers\n');
+    }
+
+    const host = {
+      accel: sv.accel,
+      cpuModel: hostCpus()[0]?.model.trim() ?? 'unknown',
+      hostCpus: hostCpus().length,
+      hostKernel: hostKernel(),
+      node: process.version,
+      ssh2: ssh2Version(),
+      opensshClient: versionOf([ssh, '-V']),
+      sshd: negotiated.baseline.serverSoftware ?? 'unknown',
+      qemuVersion: versionOf(['qemu-system-x86_64', '--version']),
+      guestKernel: image.manifest?.kernel.release ?? 'unknown',
+      guestPackages: image.manifest?.packages ?? {},
+      guest: { memoryMiB: STATIC_DEFAULTS.memory, cpus: STATIC_DEFAULTS.cpus, note: 'sshvisor serve defaults' },
+      otherQemusAtStart: qemusAtStart,
+      loadavgAtStart: loadStart.map((l) => round(l, 2)),
+      loadavgAtEnd: loadavg().map((l) => round(l, 2)),
+      date: new Date().toISOString(),
+    };
+    const out = writeResultsJson(
+      'ssh',
+      {
+        bench: 'ssh',
+        config: {
+          logins: opts.logins,
+          runs: opts.runs,
+          sizeMiB: opts.sizeMiB,
+          bytes: bench.bytes,
+          user: opts.user,
+          accelFlag: opts.accelFlag ?? null,
+          imageDir: opts.imageDir,
+          sshdConfig: readFileSync(sshd.configFile, 'utf8'),
+          clientOptions: bench.options(targets.sshvisor).map((o) => o.replace(dir, '$TMP')),
+          units: { ms: 'wall ms, spawn to exit of the client', mbPerS: '10^6 bytes / s of wall time, connection setup included', cpu: 'CPU seconds' },
+        },
+        host,
+        negotiated,
+        results: {
+          firstLogin: { ms: firstLoginMs, serverVmReadyMs: vmReadyMs },
+          login: Object.fromEntries(SIDES.map((s) => [s, { ...loginSum[s], samples: logins[s] }])),
+          loginSameKex: sameKex
+            ? { kex: sameKex, ...Object.fromEntries(SIDES.map((s) => [s, { ...loginSameKexSum[s], samples: loginsSameKex[s] }])) }
+            : null,
+          ...Object.fromEntries(
+            TRANSFERS.map((w) => [
+              w,
+              Object.fromEntries(
+                SIDES.map((s) => [
+                  s,
+                  {
+                    mbPerS: tSum(w, s),
+                    mbPerSNetOfLogin: tNetSum(w, s),
+                    samples: samplesOf(w, s).map((x) => ({ run: x.run, ms: x.ms, mbPerS: x.mbPerS, mbPerSNetOfLogin: netMbPerS(x), cpu: x.cpu })),
+                  },
+                ]),
+              ),
+            ]),
+          ),
+        },
+      },
+      opts.json,
+    );
+    process.stderr.write(`wrote ${out}\n`);
+  } finally {
+    process.stderr.write('  stopping sshvisor (powers the VM off) and sshd\n');
+    await Promise.all([sv?.stop(), sshd?.stop()]);
+    removeTempDir(dir);
+  }
+}
+
+try {
+  await main();
+} catch (err) {
+  // Interrupted: the signal handler is tearing down and exits with the signal's code.
+  if (interruptedBy()) await new Promise(() => {});
+  process.stderr.write(`bench: ${errorMessage(err)}\n`);
+  if (!(err instanceof UserError)) process.stderr.write(`${(err as Error).stack ?? ''}\n`);
+  process.exitCode = 1;
+}
