@@ -43,6 +43,8 @@ function tryConnect(opts: GuestConnectOptions): Promise<GuestClient> {
       // A loopback port is not proof of identity: another local process could hold it.
       hostVerifier: (key: Buffer) => (opts.pinnedHostKey ? opts.pinnedHostKey.equals(key) : (opts.onFirstHostKey?.(key), true)),
       keepaliveInterval: 15_000,
+      // The guest does its crypto in an emulated CPU, often without AES-NI: ChaCha20 is the cheap cipher there.
+      algorithms: { cipher: ['chacha20-poly1305@openssh.com', 'aes128-gcm@openssh.com', 'aes128-ctr', 'aes256-ctr'] },
     });
   });
 }

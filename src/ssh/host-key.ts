@@ -39,7 +39,7 @@ function loadOrCreate(path: string, comment: string): KeyPair {
     if ((err as NodeJS.ErrnoException).code !== 'ENOENT') {
       throw new UserError(`cannot read ${path}: ${(err as Error).message}`, { cause: err });
     }
-    privateKey = Buffer.from(ssh2.utils.generateKeyPairSync('ed25519', { comment }).private);
+    privateKey = generateEd25519(comment);
     writePrivateFile(path, privateKey);
   }
   // A private key readable by others is a leaked key; OpenSSH refuses such files, we just fix the mode.
@@ -66,4 +66,17 @@ function writePrivateFile(path: string, contents: Buffer): void {
   }
   closeSync(fd);
   renameSync(tmp, path);
+}
+
+/**
+ * ssh2's generator drops leading zero bytes of the public key, so about one
+ * key in 256 cannot be read back by ssh2 or OpenSSH (mscdex/ssh2#1390):
+ * generate until the key parses.
+ */
+function generateEd25519(comment: string): Buffer {
+  for (;;) {
+    const key = Buffer.from(ssh2.utils.generateKeyPairSync('ed25519', { comment }).private);
+    const parsed = ssh2.utils.parseKey(key);
+    if (!(parsed instanceof Error) && !Array.isArray(parsed) && parsed.isPrivateKey() && parsed.getPublicSSH().length === 51) return key;
+  }
 }
