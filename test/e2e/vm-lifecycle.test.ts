@@ -124,7 +124,8 @@ describe('QEMU microVM lifecycle', () => {
     await vm.start();
     await con.waitFor(GUEST_READY_MARKER);
     vm.writeConsole('(i=0; while :; do i=$((i+1)); echo $i > /tmp/count; sleep 0.1; done) & echo "counter-pid=$!"\n');
-    const pid = (await con.waitFor(/counter-pid=\d+/)).split('=')[1];
+    // Match whole lines: console output arrives in arbitrary chunks.
+    const pid = /counter-pid=(\d+)/.exec(await con.waitFor(/counter-pid=\d+\r?\n/))![1];
     await new Promise((r) => setTimeout(r, 1000));
 
     const qemuPid = vm.pid!;
@@ -139,8 +140,8 @@ describe('QEMU microVM lifecycle', () => {
     const con2 = new ConsoleReader(back);
     await back.start();
     back.writeConsole(`echo "before=$(cat /tmp/count)"; sleep 0.5; echo "after=$(cat /tmp/count) alive=$(kill -0 ${pid} && echo yes)"\n`);
-    const before = Number((await con2.waitFor(/before=\d+/)).split('=')[1]);
-    const after = (await con2.waitFor(/after=\d+ alive=\w+/)).match(/after=(\d+) alive=(\w+)/)!;
+    const before = Number(/before=(\d+)/.exec(await con2.waitFor(/before=\d+\r?\n/))![1]);
+    const after = /after=(\d+) alive=(\w+)/.exec(await con2.waitFor(/after=\d+ alive=\w+\r?\n/))!;
     assert.ok(before >= 5, `the counter kept its value across the suspend (${before})`);
     assert.ok(Number(after[1]) > before, 'and keeps counting');
     assert.equal(after[2], 'yes', `process ${pid} is the same one`);
