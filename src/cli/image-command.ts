@@ -1,7 +1,5 @@
-import { existsSync } from 'node:fs';
-import { join } from 'node:path';
 import type { Command } from 'commander';
-import { MANIFEST_FILE } from '../image/manifest.js';
+import { isCurrentImage } from '../image/image.js';
 import { buildDefaultImage } from '../image/build.js';
 import { defaultDataDir, defaultImageDir } from '../util/paths.js';
 
@@ -12,10 +10,10 @@ export function registerImageCommands(program: Command): void {
     .description("build the default guest image from Debian's packages (cloud kernel, busybox, dropbear)")
     .option('--out <dir>', 'where to write the image', undefined)
     .option('--data-dir <dir>', 'data directory (the image goes to DATA_DIR/images/default)', defaultDataDir())
-    .option('--if-missing', 'do nothing if an image is already there')
+    .option('--if-missing', 'do nothing if a current image is already there')
     .action(async (opts: { out?: string; dataDir: string; ifMissing?: boolean }) => {
       const out = opts.out ?? defaultImageDir(opts.dataDir);
-      if (opts.ifMissing && existsSync(join(out, MANIFEST_FILE))) {
+      if (opts.ifMissing && isCurrentImage(out)) {
         process.stdout.write(`guest image already built in ${out} (\`sshvisor image build\` rebuilds it)\n`);
         return;
       }

@@ -63,6 +63,7 @@ export function registerServeCommand(program: Command): void {
       allowInternet: config.allowInternet,
       idleTimeoutSec: config.idleTimeout,
       snapshotRetentionSec: config.snapshotRetention,
+      templates: config.templates,
       bootTimeoutSec: config.bootTimeout,
       gatewayKey,
     });
@@ -73,8 +74,11 @@ export function registerServeCommand(program: Command): void {
       onError: (vm, err) => logger.warn({ vm, err: String(err) }, 'console log write failed'),
     });
     // Attach before the VM starts, so its console is captured from the first byte.
-    manager.on('vm-created', (vm, { resumedFrom }) =>
-      hub.attach(vm, resumedFrom ? `VM resumed from the snapshot taken at ${isoSeconds(resumedFrom)}` : 'VM started'),
+    manager.on('vm-created', (vm, { resumedFrom, cloned }) =>
+      hub.attach(
+        vm,
+        resumedFrom ? `VM resumed from the snapshot taken at ${isoSeconds(resumedFrom)}` : cloned ? 'VM started from the template' : 'VM started',
+      ),
     );
     const authenticator = createAuthenticator({ mode: config.auth, store, keysDir: config.keysDir, logger });
     const server = createSshServer({

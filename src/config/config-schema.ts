@@ -81,6 +81,8 @@ export const serveConfigSchema = z.strictObject({
   append: z.string().optional(),
   /** The guest has no SSH daemon: sessions go to its serial console. */
   consoleOnly: z.boolean({ error: 'must be true or false' }),
+  /** Start new VMs as clones of a booted template snapshot instead of booting each. */
+  templates: z.boolean({ error: 'must be true or false' }),
 });
 
 export type ServeConfig = Readonly<z.infer<typeof serveConfigSchema>>;
@@ -123,6 +125,7 @@ export const SERVE_FIELDS: { readonly [K in ServeConfigKey]: FieldInfo } = {
   initrd: { kind: 'path', arg: 'file', help: 'initramfs for --kernel' },
   append: { kind: 'string', arg: 'args', help: 'kernel arguments for --kernel' },
   consoleOnly: { kind: 'bool', help: 'the guest has no SSH daemon: ssh NAME@ opens its console' },
+  templates: { kind: 'bool', help: 'start new VMs as clones of a booted template (default on)' },
 };
 
 /** Defaults that do not depend on another field (keysDir and imageDir follow dataDir). */
@@ -145,4 +148,5 @@ export const STATIC_DEFAULTS = {
   consoleLogSize: 4 * 1024 ** 2,
   consoleTcpPublic: false,
   consoleOnly: false,
+  templates: true,
 } as const satisfies Partial<ServeConfig>;

@@ -1,15 +1,21 @@
 import { copyFileSync, existsSync, mkdirSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { run } from '../util/exec.js';
 import { requireFile, requireTool } from '../util/tools.js';
 import { UserError } from '../util/errors.js';
 import { downloadCloudKernel, extractDeb, installedVersions, makeWorkDir } from './debian-packages.js';
 import { GUEST_MODULES, resolveModules } from './kernel-modules.js';
 import { guestFiles } from './guest-files.js';
+import { GUEST_CONTRACT_VERSION } from './guest-contract.js';
 import { RootfsStaging } from './initramfs.js';
 import { MANIFEST_FILE, sha256File, type ImageManifest } from './manifest.js';
 
+/** Guest helper that reseeds the kernel RNG of a VM cloned from a template. */
+const RESEED_SOURCE = fileURLToPath(new URL('../../../src/image/guest/sshvisor-reseed.c', import.meta.url));
+
 /** Host packages whose binaries go into the guest; their versions go into the manifest. */
-const GUEST_PACKAGES = ['busybox-static', 'dropbear-bin', 'openssh-sftp-server', 'openssh-client', 'rsync'] as const;
+const GUEST_PACKAGES = ['busybox-static', 'dropbear-bin', 'openssh-sftp-server', 'openssh-client', 'rsync', 'libc6-dev'] as const;
 
 export interface BuildProgress {
   (step: string): void;
@@ -54,6 +60,10 @@ export async function buildDefaultImage(outDir: string, progress: BuildProgress 
     stage.symlink('/usr/lib/openssh/sftp-server', '/usr/lib/sftp-server');
     await stage.copyProgram(scp, '/usr/bin/scp');
     await stage.copyProgram(rsync, '/usr/bin/rsync');
+    progress('compiling sshvisor-reseed');
+    const reseed = join(work.dir, 'sshvisor-reseed');
+    await run(requireTool('gcc'), ['-static', '-Os', '-Wall', '-Wextra', '-Werror', '-o', reseed, RESEED_SOURCE]);
+    stage.copyFile(reseed, '/usr/sbin/sshvisor-reseed', 0o755);
     for (const m of modules) stage.copyFile(m.path, `/lib/modules/${m.name}.ko`, 0o644);
     for (const [path, file] of Object.entries(guestFiles(modules.map((m) => m.name)))) stage.writeFile(path, file);
 
@@ -65,6 +75,7 @@ export async function buildDefaultImage(outDir: string, progress: BuildProgress 
 
     const manifest: ImageManifest = {
       format: 1,
+      contract: GUEST_CONTRACT_VERSION,
       builtAt: new Date().toISOString(),
       kernel: { package: kernel.pkg, version: kernel.version, release },
       packages: await installedVersions(GUEST_PACKAGES),

@@ -4,7 +4,7 @@
  * Everything the guest learns about itself comes from the kernel command line
  * (see guest-contract.ts).
  */
-import { GUEST_INIT_MARKER, GUEST_READY_MARKER, GUEST_IP, GUEST_SSH_PORT } from './guest-contract.js';
+import { GUEST_IDENTITY_WORD, GUEST_INIT_MARKER, GUEST_READY_MARKER, GUEST_TEMPLATE_MARKER, GUEST_IP, GUEST_SSH_PORT } from './guest-contract.js';
 
 export interface GuestFile {
   content: string;
@@ -28,12 +28,44 @@ done < /etc/sshvisor/modules
 
 name=sshvisor
 key=
+template=
 for arg in $(cat /proc/cmdline); do
   case "$arg" in
     sshvisor.name=*) name="\${arg#sshvisor.name=}" ;;
     sshvisor.key=*) key="\${arg#sshvisor.key=}" ;;
+    sshvisor.template=1) template=1 ;;
   esac
 done
+
+ip link set lo up
+if [ -e /sys/class/net/eth0 ]; then
+  ip link set eth0 up
+  ip addr add ${GUEST_IP}/24 dev eth0
+  ip route add default via 10.0.2.2
+  echo "nameserver 10.0.2.3" > /etc/resolv.conf
+fi
+
+# A template stops here and is snapshotted; each clone resumes here and reads
+# its own identity from the console (not echoed: it carries an RNG seed).
+if [ -n "$template" ]; then
+  stty -echo -F /dev/ttyS0
+  echo "${GUEST_TEMPLATE_MARKER}"
+  while read -r word rest < /dev/ttyS0; do
+    [ "$word" = "${GUEST_IDENTITY_WORD}" ] && break
+  done
+  stty echo -F /dev/ttyS0
+  for kv in $rest; do
+    case "$kv" in
+      name=*) name="\${kv#name=}" ;;
+      key=*) key="\${kv#key=}" ;;
+      time=*) date -s "@\${kv#time=}" > /dev/null ;;
+      seed=*) sshvisor-reseed "\${kv#seed=}" || echo "sshvisor-guest: could not reseed the RNG" ;;
+    esac
+  done
+  # The template saw a placeholder disk: forget whatever it cached of it.
+  blockdev --flushbufs /dev/vda 2> /dev/null
+  echo "sshvisor-guest: identity received"
+fi
 hostname "$name"
 echo "$name" > /etc/hostname
 echo "127.0.0.1 localhost $name" > /etc/hosts
@@ -59,21 +91,15 @@ if [ -n "$key" ]; then
   mv /root/.ssh/.authorized_keys.new /root/.ssh/authorized_keys
 fi
 
-ip link set lo up
-if [ -e /sys/class/net/eth0 ]; then
-  ip link set eth0 up
-  ip addr add ${GUEST_IP}/24 dev eth0
-  ip route add default via 10.0.2.2
-  echo "nameserver 10.0.2.3" > /etc/resolv.conf
-fi
-
 # QMP system_powerdown arrives as an ACPI power button press.
 acpid
 
 hostkey=/persist/.sshvisor/dropbear_ed25519_host_key
 [ -s "$hostkey" ] || dropbearkey -t ed25519 -f "$hostkey" > /dev/null 2>&1
 mkdir -p /var/log
-dropbear -r "$hostkey" -s -p ${GUEST_SSH_PORT} -P /run/dropbear.pid -E 2>> /var/log/dropbear.log
+# In its own session: a template's rcS has the console as controlling tty
+# (it read its identity there), and its exit would hang up a daemon still forking.
+setsid dropbear -r "$hostkey" -s -p ${GUEST_SSH_PORT} -P /run/dropbear.pid -E 2>> /var/log/dropbear.log
 echo "${GUEST_READY_MARKER}"
 `;
 

@@ -2,6 +2,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { UserError } from '../util/errors.js';
 import { MANIFEST_FILE, manifestSchema, type ImageManifest } from './manifest.js';
+import { GUEST_CONTRACT_VERSION } from './guest-contract.js';
 
 /** What a VM boots: a kernel, an optional initramfs, and what the guest offers. */
 export interface GuestImage {
@@ -27,10 +28,23 @@ export function loadImage(dir: string, name = 'default'): GuestImage {
   } catch (err) {
     throw new UserError(`guest image manifest ${manifestPath} is unreadable (${(err as Error).message.split('\n')[0]}); rebuild with \`sshvisor image build\``);
   }
+  if (manifest.contract !== GUEST_CONTRACT_VERSION) {
+    throw new UserError(`guest image in ${dir} was built by an older sshvisor (guest contract ${manifest.contract}, now ${GUEST_CONTRACT_VERSION}); rebuild it with \`sshvisor image build --out ${dir}\``);
+  }
   const kernel = join(dir, 'vmlinuz');
   const initrd = join(dir, 'initrd.img');
   for (const f of [kernel, initrd]) {
     if (!existsSync(f)) throw new UserError(`guest image file ${f} is missing; rebuild with \`sshvisor image build\``);
   }
   return { name, kernel, initrd, append: [], ssh: manifest.guest.ssh, manifest };
+}
+
+/** Whether `dir` holds an image that this sshvisor can boot (used by `image build --if-missing`). */
+export function isCurrentImage(dir: string): boolean {
+  try {
+    loadImage(dir);
+    return true;
+  } catch {
+    return false;
+  }
 }

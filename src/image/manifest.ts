@@ -8,6 +8,8 @@ const fileEntry = z.object({ sha256: z.string().regex(/^[0-9a-f]{64}$/), size: z
 
 export const manifestSchema = z.object({
   format: z.literal(1),
+  /** GUEST_CONTRACT_VERSION the image was built for (absent: 1). */
+  contract: z.number().int().default(1),
   builtAt: z.string(),
   kernel: z.object({ package: z.string(), version: z.string(), release: z.string() }),
   packages: z.record(z.string(), z.string()),

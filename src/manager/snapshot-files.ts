@@ -24,6 +24,8 @@ const metaSchema = z.object({
   cpus: z.number().int(),
   stateBytes: z.number().int(),
   stateSha256: z.string(),
+  /** Guest RAM is inside the state (a VM cloned from a template), not in the `ram` file. */
+  ramInState: z.boolean().default(false),
 });
 export type SnapshotMeta = z.infer<typeof metaSchema>;
 
@@ -70,11 +72,11 @@ export function inspectSnapshot(dir: string, expect: SnapshotExpectations): Snap
     return { kind: 'unusable', reason: 'its description is unreadable' };
   }
   if (!existsSync(p.state)) return { kind: 'unusable', reason: 'its device state is missing' };
-  if (!existsSync(p.ram)) return { kind: 'unusable', reason: 'its memory file is missing' };
+  if (!meta.ramInState && !existsSync(p.ram)) return { kind: 'unusable', reason: 'its memory file is missing' };
   if (statSync(p.state).size !== meta.stateBytes || sha256(p.state) !== meta.stateSha256) {
     return { kind: 'unusable', reason: 'its device state is truncated or damaged' };
   }
-  if (statSync(p.ram).size !== meta.memoryMiB * 1024 * 1024) return { kind: 'unusable', reason: 'its memory file has the wrong size' };
+  if (!meta.ramInState && statSync(p.ram).size !== meta.memoryMiB * 1024 * 1024) return { kind: 'unusable', reason: 'its memory file has the wrong size' };
   if (meta.hypervisor !== expect.hypervisor) return { kind: 'unusable', reason: `it was taken with ${meta.hypervisor}, this is ${expect.hypervisor}` };
   if (meta.image !== expect.image) return { kind: 'unusable', reason: 'it was taken with a different guest image' };
   if (meta.memoryMiB !== expect.memoryMiB || meta.cpus !== expect.cpus) {

@@ -1,5 +1,5 @@
 import { EventEmitter, once } from 'node:events';
-import { existsSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Logger } from '../util/log.js';
 import { UserError, errorMessage } from '../util/errors.js';
@@ -12,6 +12,7 @@ import { ensureDisk } from '../vm/disk.js';
 import type { Store } from '../store/store.js';
 import { CapacityError } from './capacity-error.js';
 import { connectGuest, guestExec, type GuestClient } from './guest-connection.js';
+import { TemplateStore, type Template } from './template.js';
 import {
   deleteSnapshot,
   forgetSnapshot,
@@ -43,10 +44,17 @@ export interface VmManagerOptions {
   bootTimeoutSec: number;
   /** The key the gateway logs in to guests with, and its public line for the guest. */
   gatewayKey: { privateKey: Buffer; publicKey: string };
+  /** Start new VMs as clones of a template snapshot (built in the background); cold boot otherwise. */
+  templates?: boolean;
 }
 
 /** The guest's SSH host key (wire format), pinned the first time the gateway logs in. */
 const GUEST_HOST_KEY_FILE = 'guest-host-key';
+
+type Launch =
+  | { kind: 'snapshot'; stateFile: string; meta: SnapshotMeta }
+  | { kind: 'template'; template: Template }
+  | { kind: 'boot' };
 
 /** One running (or booting) VM and who is using it. */
 interface Entry {
@@ -82,7 +90,7 @@ export interface AcquireOptions {
 
 export interface ManagerEvents {
   /** A VM was created and is about to start: attach to its console now to see every byte. */
-  'vm-created': [Vm, { resumedFrom?: Date }];
+  'vm-created': [Vm, { resumedFrom?: Date; cloned?: boolean }];
   'vm-exit': [string, ExitInfo];
 }
 
@@ -97,9 +105,14 @@ export class VmManager extends EventEmitter<ManagerEvents> {
   private closing = false;
 
   private readonly sweeper: NodeJS.Timeout;
+  private readonly templates?: TemplateStore;
 
   constructor(private readonly opts: VmManagerOptions) {
     super();
+    if (opts.templates && opts.image.ssh) {
+      this.templates = new TemplateStore({ ...opts, bootTimeoutSec: opts.bootTimeoutSec });
+      void this.templates.ensure();
+    }
     this.sweepSnapshots();
     this.sweeper = setInterval(() => this.sweepSnapshots(), Math.min(3600, Math.max(1, opts.snapshotRetentionSec / 2)) * 1000);
     this.sweeper.unref();
@@ -230,6 +243,7 @@ export class VmManager extends EventEmitter<ManagerEvents> {
             image: imageFingerprint(opts.image),
             memoryMiB: opts.memoryMiB,
             cpus: opts.cpus,
+            ramInState: !!vm.spec.memoryPrivate,
           }),
       });
       opts.logger.info({ vm: entry.name, event: 'vm-suspend', ms: Date.now() - started }, 'VM suspended to disk');
@@ -276,7 +290,7 @@ export class VmManager extends EventEmitter<ManagerEvents> {
     let unusable = snapshot.kind === 'unusable' ? snapshot.reason : undefined;
     if (snapshot.kind === 'usable') {
       try {
-        return await this.launch(entry, dir, disk, snapshot);
+        return await this.launch(entry, dir, disk, { kind: 'snapshot', stateFile: snapshot.stateFile, meta: snapshot.meta });
       } catch (err) {
         unusable = errorMessage(err);
       }
@@ -289,12 +303,21 @@ export class VmManager extends EventEmitter<ManagerEvents> {
       // No snapshot: whatever RAM file is left (a crash) means nothing.
       rmSync(snapshotPaths(dir).ram, { force: true });
     }
-    await this.launch(entry, dir, disk, undefined);
+    const template = this.templates?.ready();
+    if (template && statSync(disk).size === template.diskBytes) {
+      try {
+        return await this.launch(entry, dir, disk, { kind: 'template', template });
+      } catch (err) {
+        opts.logger.warn({ vm: entry.name, event: 'clone-failed', err: errorMessage(err) }, 'clone failed; booting instead');
+      }
+    }
+    await this.launch(entry, dir, disk, { kind: 'boot' });
   }
 
-  private async launch(entry: Entry, dir: string, disk: string, snapshot: { stateFile: string; meta: SnapshotMeta } | undefined): Promise<void> {
+  /** How a VM comes up: resumed from its own snapshot, cloned from the template, or booted. */
+  private async launch(entry: Entry, dir: string, disk: string, from: Launch): Promise<void> {
     const { opts } = this;
-    const vm = opts.driver.create({
+    const base = {
       name: entry.name,
       dir,
       image: opts.image,
@@ -303,30 +326,46 @@ export class VmManager extends EventEmitter<ManagerEvents> {
       accel: opts.accel,
       disk,
       network: { allowInternet: opts.allowInternet, exposeSsh: opts.image.ssh },
-      kernelArgs: opts.image.ssh ? guestKernelArgs({ hostname: entry.name, authorizedKey: opts.gatewayKey.publicKey }) : [],
-      memoryFile: snapshotPaths(dir).ram,
-      restoreFrom: snapshot?.stateFile,
-    });
+    };
+    const ram = snapshotPaths(dir).ram;
+    // A snapshot whose RAM is in its state is loaded into a fresh RAM file of the VM's own.
+    if (from.kind === 'snapshot' && from.meta.ramInState) rmSync(ram, { force: true });
+    const spec =
+      from.kind === 'template' && this.templates
+        ? this.templates.cloneSpec(from.template, base)
+        : {
+            ...base,
+            kernelArgs: opts.image.ssh ? guestKernelArgs({ hostname: entry.name, authorizedKey: opts.gatewayKey.publicKey }) : [],
+            memoryFile: ram,
+            // A VM resumed from a clone's snapshot keeps no private mapping: its RAM is its own file from now on.
+            restoreFrom: from.kind === 'snapshot' ? { stateFile: from.stateFile, ramInState: from.meta.ramInState } : undefined,
+          };
+    const vm = opts.driver.create(spec);
     entry.vm = vm;
     entry.startedAt = Date.now();
-    entry.resumedFrom = snapshot?.meta.takenAt;
+    entry.resumedFrom = from.kind === 'snapshot' ? from.meta.takenAt : undefined;
+    const restoring = from.kind !== 'boot';
     let running = false;
     vm.once('exit', (info) => {
       // A restore that fails is retried as a cold boot under the same entry.
-      if (snapshot && !running) return;
+      if (restoring && !running) return;
       this.onExit(entry, vm, info);
     });
-    this.emit('vm-created', vm, { resumedFrom: snapshot ? new Date(snapshot.meta.takenAt) : undefined });
-    opts.logger.info({ vm: entry.name, event: snapshot ? 'vm-resume' : 'vm-boot' }, snapshot ? 'resuming VM from its snapshot' : 'booting VM');
+    this.emit('vm-created', vm, { resumedFrom: from.kind === 'snapshot' ? new Date(from.meta.takenAt) : undefined, cloned: from.kind === 'template' });
+    const event = { snapshot: 'vm-resume', template: 'vm-clone', boot: 'vm-boot' }[from.kind];
+    opts.logger.info({ vm: entry.name, event }, { snapshot: 'resuming VM from its snapshot', template: 'starting VM as a clone of the template', boot: 'booting VM' }[from.kind]);
     try {
       await vm.start();
     } catch (err) {
-      if (snapshot) entry.vm = undefined;
+      if (restoring) entry.vm = undefined;
       throw new UserError(errorMessage(err));
     }
     running = true;
+    if (from.kind === 'template' && this.templates) {
+      vm.writeConsole(this.templates.identity({ hostname: entry.name, authorizedKey: opts.gatewayKey.publicKey }));
+    }
     // From here the guest moves on: its old snapshot must never be restored over the newer disk.
-    if (snapshot) forgetSnapshot(dir);
+    if (from.kind === 'snapshot') forgetSnapshot(dir);
     else opts.store.recordBoot(entry.name);
   }
 

@@ -13,6 +13,7 @@ export const TOOL_PACKAGES = {
   'apt-get': 'apt',
   'dpkg-deb': 'dpkg',
   modinfo: 'kmod',
+  gcc: 'gcc',
   ssh: 'openssh-client',
   'ssh-keygen': 'openssh-client',
 } as const;

@@ -33,8 +33,17 @@ export interface VmSpec {
    * device state and the RAM stays where it is. Required for suspend().
    */
   memoryFile?: string;
-  /** Resume from the device state a suspend() wrote, instead of booting (needs the same memoryFile). */
-  restoreFrom?: string;
+  /**
+   * Map memoryFile privately (copy-on-write): the file is a read-only
+   * template other VMs share, and a suspend must then save RAM in the state.
+   */
+  memoryPrivate?: boolean;
+  /** Resume from the device state a suspend() wrote, instead of booting. */
+  restoreFrom?: {
+    stateFile: string;
+    /** The state carries guest RAM (taken from a private mapping); otherwise RAM is memoryFile's content. */
+    ramInState?: boolean;
+  };
 }
 
 export type VmState = 'created' | 'starting' | 'running' | 'paused' | 'stopping' | 'exited';

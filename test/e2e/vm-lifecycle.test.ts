@@ -136,7 +136,7 @@ describe('QEMU microVM lifecycle', () => {
     assert.ok(existsSync(stateFile), 'device state written');
     assert.ok(!existsSync(`${stateFile}.partial`));
 
-    const back = fx.create({ ...spec, restoreFrom: stateFile });
+    const back = fx.create({ ...spec, restoreFrom: { stateFile } });
     const con2 = new ConsoleReader(back);
     await back.start();
     back.writeConsole(`echo "before=$(cat /tmp/count)"; sleep 0.5; echo "after=$(cat /tmp/count) alive=$(kill -0 ${pid} && echo yes)"\n`);

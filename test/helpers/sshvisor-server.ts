@@ -34,7 +34,12 @@ export class SshvisorServer {
     mkdirSync(this.dataDir, { recursive: true });
     this.child = spawn(
       process.execPath,
-      [MAIN, 'serve', '--data-dir', this.dataDir, '--image-dir', resolve(image.kernel, '..'), '--port', String(this.port), '--accel', 'tcg', ...this.extraArgs],
+      [
+        MAIN, 'serve', '--data-dir', this.dataDir, '--image-dir', resolve(image.kernel, '..'), '--port', String(this.port), '--accel', 'tcg',
+        // Whether a new VM boots or is cloned would depend on when the background template is ready: tests that want clones say so.
+        ...(this.extraArgs.includes('--templates') ? [] : ['--no-templates']),
+        ...this.extraArgs,
+      ],
       { stdio: ['ignore', 'ignore', 'pipe'] },
     );
     const child = this.child;

@@ -1,6 +1,4 @@
-import { existsSync } from 'node:fs';
-import { join } from 'node:path';
-import { loadImage, type GuestImage } from '../../src/image/image.js';
+import { isCurrentImage, loadImage, type GuestImage } from '../../src/image/image.js';
 import { buildDefaultImage } from '../../src/image/build.js';
 import { defaultDataDir, defaultImageDir } from '../../src/util/paths.js';
 
@@ -8,12 +6,12 @@ let cached: Promise<GuestImage> | undefined;
 
 /**
  * The default guest image that `npm run setup` built (or SSHVISOR_IMAGE_DIR).
- * If there is none yet, build it there once, as setup would.
+ * If there is none (or it is out of date), build it there once, as setup would.
  */
 export function testImage(): Promise<GuestImage> {
   cached ??= (async () => {
     const dir = process.env.SSHVISOR_IMAGE_DIR ?? defaultImageDir(defaultDataDir());
-    if (!existsSync(join(dir, 'manifest.json'))) await buildDefaultImage(dir);
+    if (!isCurrentImage(dir)) await buildDefaultImage(dir);
     return loadImage(dir);
   })();
   return cached;

@@ -8,8 +8,8 @@ import type { QmpClient } from './qmp-client.js';
 
 const shellQuote = (path: string): string => `'${path.replace(/'/g, `'\\''`)}'`;
 
-async function ignoreSharedRam(qmp: QmpClient): Promise<void> {
-  await qmp.execute('migrate-set-capabilities', { capabilities: [{ capability: 'x-ignore-shared', state: true }] });
+async function ignoreSharedRam(qmp: QmpClient, ignore: boolean): Promise<void> {
+  await qmp.execute('migrate-set-capabilities', { capabilities: [{ capability: 'x-ignore-shared', state: ignore }] });
 }
 
 async function waitForMigration(qmp: QmpClient, what: string, timeoutMs: number): Promise<void> {
@@ -23,17 +23,20 @@ async function waitForMigration(qmp: QmpClient, what: string, timeoutMs: number)
   }
 }
 
-/** Write the (stopped) guest's device state to `file`. */
-export async function saveState(qmp: QmpClient, file: string, timeoutMs = 60_000): Promise<void> {
-  await ignoreSharedRam(qmp);
+/**
+ * Write the (stopped) guest's device state to `file`; with `withRam`, guest
+ * RAM too (needed when it is not in a shared file of its own).
+ */
+export async function saveState(qmp: QmpClient, file: string, withRam = false, timeoutMs = 120_000): Promise<void> {
+  await ignoreSharedRam(qmp, !withRam);
   // QEMU 7.2 has no file: migration URI; exec: runs through /bin/sh, hence the quoting.
   await qmp.execute('migrate', { uri: `exec:cat > ${shellQuote(file)}` });
   await waitForMigration(qmp, 'saving the VM state', timeoutMs);
 }
 
-/** Load device state into a QEMU started with `-incoming defer`; the guest stays paused. */
-export async function loadState(qmp: QmpClient, file: string, timeoutMs = 60_000): Promise<void> {
-  await ignoreSharedRam(qmp);
+/** Load device state (and RAM, if the state has it) into a QEMU started with `-incoming defer`; the guest stays paused. */
+export async function loadState(qmp: QmpClient, file: string, withRam = false, timeoutMs = 120_000): Promise<void> {
+  await ignoreSharedRam(qmp, !withRam);
   await qmp.execute('migrate-incoming', { uri: `exec:cat ${shellQuote(file)}` });
   await waitForMigration(qmp, 'loading the VM state', timeoutMs);
 }

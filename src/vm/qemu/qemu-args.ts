@@ -51,7 +51,7 @@ export function buildQemuArgs(spec: VmSpec, paths: QemuRuntimePaths, opts: QemuA
   ];
   if (spec.image.initrd) args.push('-initrd', spec.image.initrd);
   if (spec.memoryFile) {
-    args.push('-object', `memory-backend-file,id=mem,size=${spec.memoryMiB}M,mem-path=${opt(spec.memoryFile)},share=on`);
+    args.push('-object', `memory-backend-file,id=mem,size=${spec.memoryMiB}M,mem-path=${opt(spec.memoryFile)},share=${spec.memoryPrivate ? 'off' : 'on'}`);
   }
   // The state arrives over QMP (migrate-incoming) once the driver is attached.
   if (spec.restoreFrom) args.push('-incoming', 'defer');

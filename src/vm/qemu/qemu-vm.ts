@@ -92,7 +92,8 @@ export class QemuVm extends EventEmitter<VmEvents> implements Vm {
       this.consoleSocket = await connectUnix(this.paths.consoleSocket);
       this.consoleSocket.on('data', (b: Buffer) => this.onConsole(b));
       this.consoleSocket.on('error', () => {});
-      if (this.spec.restoreFrom) await loadState(this.qmp, this.spec.restoreFrom);
+      const restore = this.spec.restoreFrom;
+      if (restore) await loadState(this.qmp, restore.stateFile, restore.ramInState);
       await this.qmp.execute('cont');
     } catch (err) {
       if (!this.exitInfo) await this.kill();
@@ -140,7 +141,7 @@ export class QemuVm extends EventEmitter<VmEvents> implements Vm {
     this.setState('stopping');
     try {
       await qmp.execute('stop');
-      await saveState(qmp, tmp);
+      await saveState(qmp, tmp, this.spec.memoryPrivate);
       // The state must be on disk before the process that could rewrite it is gone.
       fsyncPath(tmp);
       renameSync(tmp, stateFile);
@@ -158,7 +159,7 @@ export class QemuVm extends EventEmitter<VmEvents> implements Vm {
     this.endRequest = 'suspend';
     await qmp.execute('quit').catch(() => undefined);
     const info = await this.exited;
-    fsyncPath(this.spec.memoryFile);
+    if (!this.spec.memoryPrivate) fsyncPath(this.spec.memoryFile);
     return info;
   }
 
