@@ -76,7 +76,7 @@ export async function startConsoleTcpServer(opts: ConsoleTcpServerOptions): Prom
       `--console-tcp ${opts.address}: not a loopback address; the console stream is unauthenticated plaintext, so add --console-tcp-public to serve it there anyway`,
     );
   }
-  const { hub, logger } = opts;
+  const { logger } = opts;
   const nameTimeoutMs = opts.nameTimeoutMs ?? CONSOLE_TCP_DEFAULTS.nameTimeoutMs;
   const clients = new Set<Socket>();
 

@@ -121,7 +121,7 @@ function onReady(client: Connection, routing: Routing, opts: SshFrontDoorOptions
     if (refusal || !route || route.mode !== 'shell' || opts.consoleOnly) return reject();
     relayDirectTcpip(accept, reject, info, route.vm, opts.acquire, log.child({ vm: route.vm }));
   });
-  client.on('request', (accept, reject, name) => {
+  client.on('request', (_accept, reject, name) => {
     // -R would need a listener on the host side for each user; not offered.
     log.info({ event: 'global-request-refused', request: name }, 'refused global request');
     reject?.();

@@ -1,0 +1,53 @@
+import type { Logger } from '../util/log.js';
+import type { GuestImage } from '../image/image.js';
+import type { Accel, Vm, VmDriver } from '../vm/driver.js';
+import type { Store } from '../store/store.js';
+import type { GuestClient } from './guest-connection.js';
+import type { Template } from './template.js';
+import type { SnapshotMeta } from './snapshot-files.js';
+
+export interface VmManagerOptions {
+  driver: VmDriver;
+  image: GuestImage;
+  store: Pick<Store, 'recordBoot' | 'recordExit'>;
+  logger: Logger;
+  dataDir: string;
+  accel: Accel;
+  memoryMiB: number;
+  cpus: number;
+  diskSizeMiB: number;
+  maxVms: number;
+  allowInternet: boolean;
+  /** Seconds a VM stays up after its last session ends before it is suspended to disk; 0 keeps it up. */
+  idleTimeoutSec: number;
+  /** Seconds a suspended VM's snapshot is kept; after that its next login cold-boots from its disk. */
+  snapshotRetentionSec: number;
+  bootTimeoutSec: number;
+  /** The key the gateway logs in to guests with, and its public line for the guest. */
+  gatewayKey: { privateKey: Buffer; publicKey: string };
+  /** Start new VMs as clones of a template snapshot (built in the background); cold boot otherwise. */
+  templates?: boolean;
+}
+
+/** The guest's SSH host key (wire format), pinned the first time the gateway logs in. */
+export const GUEST_HOST_KEY_FILE = 'guest-host-key';
+
+export type Launch =
+  | { kind: 'snapshot'; stateFile: string; meta: SnapshotMeta }
+  | { kind: 'template'; template: Template }
+  | { kind: 'boot' };
+
+/** One running (or booting) VM and who is using it. */
+export interface Entry {
+  name: string;
+  vm?: Vm;
+  guest?: GuestClient;
+  starting?: Promise<void>;
+  connecting?: Promise<void>;
+  startedAt?: number;
+  /** When the snapshot this VM was resumed from was taken. */
+  resumedFrom?: number;
+  sessions: number;
+  idleTimer?: NodeJS.Timeout;
+}
+

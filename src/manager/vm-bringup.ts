@@ -1,0 +1,229 @@
+import { existsSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { UserError, errorMessage } from '../util/errors.js';
+import { ensurePrivateDir } from '../util/paths.js';
+import { guestKernelArgs } from '../image/guest-contract.js';
+import type { ExitInfo, Vm } from '../vm/driver.js';
+import { isValidVmName } from '../vm/vm-name.js';
+import { ensureDisk } from '../vm/disk.js';
+import { connectGuest, guestExec } from './guest-connection.js';
+import { TemplateStore } from './template.js';
+import {
+  deleteSnapshot,
+  forgetSnapshot,
+  imageFingerprint,
+  inspectSnapshot,
+  moveSnapshotAside,
+  snapshotPaths,
+  snapshotTakenAt,
+  writeSnapshotMeta,
+} from './snapshot-files.js';
+import { GUEST_HOST_KEY_FILE, type Entry, type Launch, type VmManagerOptions } from './manager-types.js';
+
+export interface BringupHooks {
+  /** A VM object exists and is about to start (attach consoles now). */
+  created(vm: Vm, how: { resumedFrom?: Date; cloned?: boolean }): void;
+  exited(entry: Entry, vm: Vm, info: ExitInfo): void;
+  /** The entry never got a VM (its disk could not be made). */
+  forget(entry: Entry): void;
+}
+
+/**
+ * How a VM comes up and goes down to disk: resume from its snapshot, clone
+ * the template, or boot; connect to its SSH daemon; suspend it. The VM
+ * manager decides when; this decides how.
+ */
+export class VmBringup {
+  private readonly templates?: TemplateStore;
+
+  constructor(
+    private readonly opts: VmManagerOptions,
+    private readonly hooks: BringupHooks,
+  ) {
+    if (opts.templates && opts.image.ssh) {
+      this.templates = new TemplateStore(opts);
+      void this.templates.ensure();
+    }
+  }
+
+  /** Resume the VM from its snapshot if it has a usable one, else boot it from its disk. */
+  async start(entry: Entry, onNotice?: (line: string) => void): Promise<void> {
+    const { opts } = this;
+    const dir = ensurePrivateDir(join(opts.dataDir, 'vms', entry.name));
+    const disk = join(dir, 'disk.img');
+    try {
+      // A new disk means a new guest host key: forget the old one.
+      if (await ensureDisk(disk, opts.diskSizeMiB)) rmSync(join(dir, GUEST_HOST_KEY_FILE), { force: true });
+    } catch (err) {
+      this.hooks.forget(entry);
+      throw new UserError(`cannot create the disk of VM ${entry.name}: ${errorMessage(err)}`);
+    }
+    const snapshot = inspectSnapshot(dir, {
+      hypervisor: opts.driver.version,
+      image: imageFingerprint(opts.image),
+      memoryMiB: opts.memoryMiB,
+      cpus: opts.cpus,
+    });
+    let unusable = snapshot.kind === 'unusable' ? snapshot.reason : undefined;
+    if (snapshot.kind === 'usable') {
+      try {
+        return await this.launch(entry, dir, disk, { kind: 'snapshot', stateFile: snapshot.stateFile, meta: snapshot.meta });
+      } catch (err) {
+        unusable = errorMessage(err);
+      }
+    }
+    if (unusable) {
+      const aside = moveSnapshotAside(dir);
+      opts.logger.warn({ vm: entry.name, event: 'snapshot-unusable', reason: unusable, movedTo: aside }, 'snapshot unusable; booting from disk');
+      onNotice?.(`the saved state of ${entry.name} could not be used (${unusable}); booting it from its disk instead`);
+    } else {
+      // No snapshot: whatever RAM file is left (a crash) means nothing.
+      rmSync(snapshotPaths(dir).ram, { force: true });
+    }
+    const template = this.templates?.ready();
+    if (template && statSync(disk).size === template.diskBytes) {
+      try {
+        return await this.launch(entry, dir, disk, { kind: 'template', template });
+      } catch (err) {
+        opts.logger.warn({ vm: entry.name, event: 'clone-failed', err: errorMessage(err) }, 'clone failed; booting instead');
+      }
+    }
+    await this.launch(entry, dir, disk, { kind: 'boot' });
+  }
+
+  /** How a VM comes up: resumed from its own snapshot, cloned from the template, or booted. */
+  private async launch(entry: Entry, dir: string, disk: string, from: Launch): Promise<void> {
+    const { opts } = this;
+    const base = {
+      name: entry.name,
+      dir,
+      image: opts.image,
+      memoryMiB: opts.memoryMiB,
+      cpus: opts.cpus,
+      accel: opts.accel,
+      disk,
+      network: { allowInternet: opts.allowInternet, exposeSsh: opts.image.ssh },
+    };
+    const ram = snapshotPaths(dir).ram;
+    // A snapshot whose RAM is in its state is loaded into a fresh RAM file of the VM's own.
+    if (from.kind === 'snapshot' && from.meta.ramInState) rmSync(ram, { force: true });
+    const spec =
+      from.kind === 'template' && this.templates
+        ? this.templates.cloneSpec(from.template, base)
+        : {
+            ...base,
+            kernelArgs: opts.image.ssh ? guestKernelArgs({ hostname: entry.name, authorizedKey: opts.gatewayKey.publicKey }) : [],
+            memoryFile: ram,
+            // A VM resumed from a clone's snapshot keeps no private mapping: its RAM is its own file from now on.
+            restoreFrom: from.kind === 'snapshot' ? { stateFile: from.stateFile, ramInState: from.meta.ramInState } : undefined,
+          };
+    const vm = opts.driver.create(spec);
+    entry.vm = vm;
+    entry.startedAt = Date.now();
+    entry.resumedFrom = from.kind === 'snapshot' ? from.meta.takenAt : undefined;
+    const restoring = from.kind !== 'boot';
+    let running = false;
+    vm.once('exit', (info) => {
+      // A restore that fails is retried as a cold boot under the same entry.
+      if (restoring && !running) return;
+      this.hooks.exited(entry, vm, info);
+    });
+    this.hooks.created(vm, { resumedFrom: from.kind === 'snapshot' ? new Date(from.meta.takenAt) : undefined, cloned: from.kind === 'template' });
+    const event = { snapshot: 'vm-resume', template: 'vm-clone', boot: 'vm-boot' }[from.kind];
+    opts.logger.info({ vm: entry.name, event }, { snapshot: 'resuming VM from its snapshot', template: 'starting VM as a clone of the template', boot: 'booting VM' }[from.kind]);
+    try {
+      await vm.start();
+    } catch (err) {
+      if (restoring) entry.vm = undefined;
+      throw new UserError(errorMessage(err));
+    }
+    running = true;
+    if (from.kind === 'template' && this.templates) {
+      vm.writeConsole(this.templates.identity({ hostname: entry.name, authorizedKey: opts.gatewayKey.publicKey }));
+    }
+    // From here the guest moves on: its old snapshot must never be restored over the newer disk.
+    if (from.kind === 'snapshot') forgetSnapshot(dir);
+    else opts.store.recordBoot(entry.name);
+  }
+
+  async connect(entry: Entry): Promise<void> {
+    const { opts } = this;
+    const vm = entry.vm;
+    const endpoint = vm?.sshEndpoint;
+    if (!vm || !endpoint) throw new UserError(`VM ${entry.name} has no SSH endpoint`);
+    const pinFile = join(vm.spec.dir, GUEST_HOST_KEY_FILE);
+    try {
+      const guest = await connectGuest({
+        ...endpoint,
+        privateKey: opts.gatewayKey.privateKey,
+        deadline: (entry.startedAt ?? Date.now()) + opts.bootTimeoutSec * 1000,
+        exited: vm.exited,
+        pinnedHostKey: existsSync(pinFile) ? readFileSync(pinFile) : undefined,
+        onFirstHostKey: (key) => writeFileSync(pinFile, key, { mode: 0o600 }),
+      });
+      guest.once('close', () => {
+        if (entry.guest === guest) entry.guest = undefined;
+      });
+      entry.guest = guest;
+      // A resumed guest's clock stopped while it was suspended.
+      if (entry.resumedFrom !== undefined) {
+        await guestExec(guest, `date -s @${Math.round(Date.now() / 1000)} > /dev/null`, 10_000).catch((err) =>
+          opts.logger.warn({ vm: entry.name, err: errorMessage(err) }, 'could not set the clock of a resumed guest'),
+        );
+      }
+    } catch (err) {
+      opts.logger.error({ vm: entry.name, event: 'vm-boot-failed', err: errorMessage(err) }, 'VM did not come up');
+      await vm.kill();
+      throw new UserError(`VM ${entry.name} failed to boot: ${errorMessage(err)}`);
+    }
+    opts.logger.info({ vm: entry.name, event: 'vm-ready', ms: Date.now() - (entry.startedAt ?? Date.now()) }, 'VM ready');
+  }
+
+  /**
+   * Snapshot a running VM to disk and end its process. The guest flushes its
+   * page cache first, so even a snapshot that later cannot be used loses
+   * nothing already written. If the snapshot fails, the VM is powered off
+   * instead: its disk is then consistent.
+   */
+  async suspend(entry: Entry): Promise<ExitInfo | undefined> {
+    const { opts } = this;
+    const vm = entry.vm;
+    if (!vm || vm.state !== 'running') return vm?.exited;
+    if (entry.guest) await guestExec(entry.guest, 'sync', 15_000).catch(() => undefined);
+    const dir = vm.spec.dir;
+    const started = Date.now();
+    try {
+      const info = await vm.suspend(snapshotPaths(dir).state, {
+        beforeQuit: () =>
+          writeSnapshotMeta(dir, {
+            takenAt: Date.now(),
+            hypervisor: vm.hypervisorVersion ?? opts.driver.version,
+            image: imageFingerprint(opts.image),
+            memoryMiB: opts.memoryMiB,
+            cpus: opts.cpus,
+            ramInState: !!vm.spec.memoryPrivate,
+          }),
+      });
+      opts.logger.info({ vm: entry.name, event: 'vm-suspend', ms: Date.now() - started }, 'VM suspended to disk');
+      return info;
+    } catch (err) {
+      forgetSnapshot(dir);
+      opts.logger.error({ vm: entry.name, event: 'vm-suspend-failed', err: errorMessage(err) }, 'suspend failed; powering the VM off');
+      return vm.stop({ timeoutMs: 15_000 });
+    }
+  }
+
+  /** Delete snapshots older than --snapshot-retention of VMs that are not running; their disks stay. */
+  sweepSnapshots(isActive: (name: string) => boolean, now = Date.now()): void {
+    const vmsDir = join(this.opts.dataDir, 'vms');
+    if (!existsSync(vmsDir)) return;
+    for (const name of readdirSync(vmsDir)) {
+      if (!isValidVmName(name) || isActive(name)) continue;
+      const dir = join(vmsDir, name);
+      const takenAt = snapshotTakenAt(dir);
+      if (takenAt === undefined || now - takenAt <= this.opts.snapshotRetentionSec * 1000) continue;
+      deleteSnapshot(dir);
+      this.opts.logger.info({ vm: name, event: 'snapshot-expired', takenAt: new Date(takenAt).toISOString() }, 'snapshot expired; the next login boots from disk');
+    }
+  }
+}
