@@ -41,6 +41,10 @@ const MIGRATIONS: readonly string[] = [
      last_exit_at INTEGER,
      boots INTEGER NOT NULL DEFAULT 0
    );`,
+  `ALTER TABLE vms ADD COLUMN last_suspend_at INTEGER;
+   ALTER TABLE vms ADD COLUMN last_resume_at INTEGER;
+   ALTER TABLE vms ADD COLUMN suspends INTEGER NOT NULL DEFAULT 0;
+   ALTER TABLE vms ADD COLUMN resumes INTEGER NOT NULL DEFAULT 0;`,
 ];
 
 export type ClaimResult = 'claimed' | 'owner' | 'denied';
@@ -67,6 +71,10 @@ export interface VmRecord {
   lastExitDetail: string | null;
   lastExitAt: number | null;
   boots: number;
+  lastSuspendAt: number | null;
+  lastResumeAt: number | null;
+  suspends: number;
+  resumes: number;
 }
 
 interface KeyRow {
@@ -86,6 +94,10 @@ interface VmRow {
   last_exit_detail: string | null;
   last_exit_at: number | null;
   boots: number;
+  last_suspend_at: number | null;
+  last_resume_at: number | null;
+  suspends: number;
+  resumes: number;
 }
 
 const toOwner = (r: KeyRow): OwnerKey => ({
@@ -102,6 +114,10 @@ const toVm = (r: VmRow): VmRecord => ({
   lastExitDetail: r.last_exit_detail,
   lastExitAt: r.last_exit_at,
   boots: r.boots,
+  lastSuspendAt: r.last_suspend_at,
+  lastResumeAt: r.last_resume_at,
+  suspends: r.suspends,
+  resumes: r.resumes,
 });
 
 export interface StoreOptions {
@@ -218,6 +234,7 @@ export class Store {
     })();
   }
 
+  /** A VM ended; an exit with reason 'suspended' also counts as a suspend. */
   recordExit(vm: string, reason: string, detail: string): void {
     const now = this.now();
     this.db.transaction(() => {
@@ -225,7 +242,29 @@ export class Store {
       this.db
         .prepare('UPDATE vms SET last_exit_reason = ?, last_exit_detail = ?, last_exit_at = ? WHERE name = ?')
         .run(reason, detail, now, vm);
+      if (reason === 'suspended') this.db.prepare('UPDATE vms SET last_suspend_at = ?, suspends = suspends + 1 WHERE name = ?').run(now, vm);
     })();
+  }
+
+  /** A VM was resumed from its snapshot (not booted). */
+  recordResume(vm: string): void {
+    const now = this.now();
+    this.db.transaction(() => {
+      this.ensureVm(vm, now);
+      this.db.prepare('UPDATE vms SET last_resume_at = ?, resumes = resumes + 1 WHERE name = ?').run(now, vm);
+    })();
+  }
+
+  /** Forget a name entirely: its owners, grants and record (`sshvisor rm`). Returns whether anything was there. */
+  forgetVm(vm: string): boolean {
+    return this.db
+      .transaction(() => {
+        let n = 0;
+        for (const table of ['vm_owners', 'vm_grants']) n += this.db.prepare(`DELETE FROM ${table} WHERE vm = ?`).run(vm).changes;
+        n += this.db.prepare('DELETE FROM vms WHERE name = ?').run(vm).changes;
+        return n > 0;
+      })
+      .immediate();
   }
 
   getVm(vm: string): VmRecord | undefined {

@@ -56,7 +56,7 @@ describe('Store', () => {
     const db = new Database(join(dir, 'state.db'), { readonly: true });
     try {
       assert.equal(db.pragma('journal_mode', { simple: true }), 'wal');
-      assert.equal(db.prepare('SELECT version FROM schema_version').pluck().get(), 1);
+      assert.equal(db.prepare('SELECT version FROM schema_version').pluck().get(), 2);
       const tables = db.prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name").pluck().all();
       assert.deepEqual(tables, ['schema_version', 'vm_grants', 'vm_owners', 'vms']);
     } finally {
@@ -81,7 +81,7 @@ describe('Store', () => {
     const db = new Database(join(dir, 'state.db'));
     db.prepare('UPDATE schema_version SET version = 99').run();
     db.close();
-    assert.throws(() => Store.open(dir), /schema version 99, newer than this sshvisor knows \(1\)/);
+    assert.throws(() => Store.open(dir), /schema version 99, newer than this sshvisor knows \(2\)/);
   });
 
   test('claim: first key owns the name, others are denied', () => {
@@ -200,6 +200,10 @@ describe('Store', () => {
       lastExitDetail: 'guest powered off',
       lastExitAt: 200,
       boots: 2,
+      lastSuspendAt: null,
+      lastResumeAt: null,
+      suspends: 0,
+      resumes: 0,
     });
     store.recordExit('dave', 'crashed', 'qemu killed by SIGKILL');
     assert.equal(store.getVm('dave')?.boots, 0);
@@ -207,5 +211,55 @@ describe('Store', () => {
       store.listVms().map((v) => v.name),
       ['carol', 'dave'],
     );
+  });
+
+  test('suspends and resumes are counted', () => {
+    let t = 100;
+    const store = Store.open(freshDir(), { now: () => t });
+    after(() => store.close());
+    store.recordBoot('erin');
+    t = 200;
+    store.recordExit('erin', 'suspended', 'suspended to disk');
+    t = 300;
+    store.recordResume('erin');
+    t = 400;
+    store.recordExit('erin', 'panic', 'guest kernel panic');
+    const r = store.getVm('erin');
+    assert.deepEqual(
+      { s: r?.lastSuspendAt, r: r?.lastResumeAt, ns: r?.suspends, nr: r?.resumes, exit: r?.lastExitReason },
+      { s: 200, r: 300, ns: 1, nr: 1, exit: 'panic' },
+    );
+  });
+
+  test('a database from before the suspend columns is migrated in place', () => {
+    const dir = freshDir();
+    Store.open(dir).close();
+    const db = new Database(join(dir, 'state.db'));
+    db.exec(`CREATE TABLE vms_old AS SELECT name, created_at, last_boot_at, last_exit_reason, last_exit_detail, last_exit_at, boots FROM vms;
+             DROP TABLE vms; ALTER TABLE vms_old RENAME TO vms;
+             INSERT INTO vms (name, created_at, boots) VALUES ('old', 5, 3);
+             UPDATE schema_version SET version = 1;`);
+    db.close();
+    const store = Store.open(dir);
+    after(() => store.close());
+    assert.equal(store.getVm('old')?.boots, 3);
+    assert.equal(store.getVm('old')?.suspends, 0);
+  });
+
+  test('forgetVm removes owners, grants and the record', () => {
+    const store = Store.open(freshDir());
+    after(() => store.close());
+    const a = newKey();
+    const b = newKey();
+    store.claim('frank', a.parsed);
+    store.grant('frank', b.parsed, 'logs');
+    store.claim('grace', b.parsed);
+    assert.equal(store.forgetVm('frank'), true);
+    assert.deepEqual(store.ownersOf('frank'), []);
+    assert.deepEqual(store.grantsFor('frank'), []);
+    assert.equal(store.getVm('frank'), undefined);
+    assert.equal(store.ownersOf('grace').length, 1, 'other names untouched');
+    assert.equal(store.forgetVm('frank'), false);
+    assert.equal(store.claim('frank', b.parsed), 'claimed', 'the name is free again');
   });
 });
