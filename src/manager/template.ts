@@ -152,8 +152,9 @@ export class TemplateStore {
       await vm.kill();
       throw err;
     }
-    // Clones map it privately; nothing may ever write it again (a shared writer corrupts every clone).
-    chmodSync(snapshotPaths(this.dir).ram, 0o400);
+    // Clones map it privately (share=off) and so never write it; a shared writer would corrupt every clone.
+    // It stays 0600, not 0400: QEMU opens a memory-backend-file read-write even for a private mapping.
+    chmodSync(snapshotPaths(this.dir).ram, 0o600);
     const diskBytes = statSync(placeholder).size;
     writeFileAtomic(join(this.dir, READY_FILE), JSON.stringify({ key: this.key, builtAt: Date.now(), diskBytes }) + '\n');
     opts.logger.info({ event: 'template-ready', ms: Date.now() - started, dir: this.dir }, 'template ready: new VMs start as clones');

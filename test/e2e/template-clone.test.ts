@@ -35,7 +35,7 @@ describe('new VMs from a template', () => {
 
     const tdir = readdirSync(join(server.dataDir, 'templates'));
     assert.equal(tdir.length, 1);
-    assert.equal(statSync(join(server.dataDir, 'templates', tdir[0]!, 'ram')).mode & 0o777, 0o400, 'the template RAM is read-only');
+    assert.equal(statSync(join(server.dataDir, 'templates', tdir[0]!, 'ram')).mode & 0o777, 0o600, 'the template RAM is the server user\'s alone');
   });
 
   it('a clone keeps its files and processes across a suspend and resume', async () => {
