@@ -9,7 +9,7 @@ import type { SnapshotMeta } from './snapshot-files.js';
 export interface VmManagerOptions {
   driver: VmDriver;
   image: GuestImage;
-  store: Pick<Store, 'recordBoot' | 'recordExit'>;
+  store: Pick<Store, 'recordBoot' | 'recordExit' | 'recordResume'>;
   logger: Logger;
   dataDir: string;
   accel: Accel;

@@ -1,11 +1,14 @@
 import { EventEmitter, once } from 'node:events';
+import { existsSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
 import { UserError } from '../util/errors.js';
-import type { ExitInfo, Vm } from '../vm/driver.js';
+import type { ExitInfo, Vm, VmState } from '../vm/driver.js';
 import { assertVmName } from '../vm/vm-name.js';
 import { CapacityError } from './capacity-error.js';
 import type { GuestClient } from './guest-connection.js';
 import type { Entry, VmManagerOptions } from './manager-types.js';
 import { VmBringup } from './vm-bringup.js';
+import { deleteSnapshot, snapshotTakenAt } from './snapshot-files.js';
 
 export type { VmManagerOptions } from './manager-types.js';
 
@@ -27,6 +30,30 @@ export interface AcquireOptions {
   ssh?: boolean;
 }
 
+/** What the manager knows of a VM it has in hand (booting, running or on its way down). */
+export interface VmRuntime {
+  /** 'created' until the VM process exists (its disk is being made). */
+  state: VmState;
+  /** The hypervisor process. */
+  pid: number | undefined;
+  /** When this VM process started (ms since the epoch). */
+  startedAt: number | undefined;
+  /** This run was resumed from a snapshot taken then (ms since the epoch). */
+  resumedFrom: number | undefined;
+  /** Leases held: shell, exec, sftp, forward and +console sessions. */
+  sessions: number;
+}
+
+/** What an operator's stop did. */
+export type StopResult =
+  | { kind: 'stopped'; exit: ExitInfo }
+  /** The VM was suspended: its saved state is deleted, so its next start is a boot from its disk. */
+  | { kind: 'discarded' }
+  | { kind: 'not-running' };
+
+/** What an operator's suspend did. */
+export type SuspendResult = { kind: 'suspended' } | { kind: 'failed'; exit: ExitInfo | undefined } | { kind: 'not-running' };
+
 export interface ManagerEvents {
   /** A VM was created and is about to start: attach to its console now to see every byte. */
   'vm-created': [Vm, { resumedFrom?: Date; cloned?: boolean }];
@@ -41,6 +68,8 @@ export interface ManagerEvents {
  */
 export class VmManager extends EventEmitter<ManagerEvents> {
   private readonly entries = new Map<string, Entry>();
+  /** Names being removed (`rm`): no session may bring them back meanwhile. */
+  private readonly removing = new Set<string>();
   private closing = false;
 
   private readonly sweeper: NodeJS.Timeout;
@@ -71,6 +100,7 @@ export class VmManager extends EventEmitter<ManagerEvents> {
     const { onWaiting } = options;
     const wantSsh = (options.ssh ?? true) && this.opts.image.ssh;
     if (this.closing) throw new UserError('sshvisor is shutting down; try again shortly');
+    if (this.removing.has(name)) throw new UserError(`VM ${name} is being removed`);
     let entry = this.entries.get(name);
     // A VM on its way down (idle stop) cannot take a new session: wait, then boot it afresh.
     while (entry?.vm?.state === 'stopping') {
@@ -91,7 +121,12 @@ export class VmManager extends EventEmitter<ManagerEvents> {
     try {
       if (!e.vm || e.vm.state !== 'running') {
         onWaiting?.();
-        e.starting ??= this.bringup.start(e, options.onNotice).finally(() => (e.starting = undefined));
+        e.starting ??= this.bringup
+          .start(e, options.onNotice)
+          .then(() => {
+            if (e.resumedFrom !== undefined) this.opts.store.recordResume(name);
+          })
+          .finally(() => (e.starting = undefined));
         await e.starting;
       }
       if (wantSsh && !e.guest) {
@@ -119,6 +154,112 @@ export class VmManager extends EventEmitter<ManagerEvents> {
         this.releaseSession(e);
       },
     };
+  }
+
+  /** Names of the VMs the manager has in hand (booting, running, or on their way down). */
+  names(): string[] {
+    return [...this.entries.keys()];
+  }
+
+  /** `name`'s VM as the manager has it, or undefined when it is not running (stopped, suspended, unknown). */
+  inspect(name: string): VmRuntime | undefined {
+    const e = this.entries.get(name);
+    if (!e) return undefined;
+    return {
+      state: e.vm?.state ?? 'created',
+      pid: e.vm?.pid,
+      startedAt: e.startedAt,
+      resumedFrom: e.resumedFrom,
+      sessions: e.sessions,
+    };
+  }
+
+  /**
+   * Power `name` off (its sessions end). A suspended VM has its saved state
+   * deleted instead, so it is stopped too: its next start boots from its disk.
+   */
+  async stop(name: string): Promise<StopResult> {
+    assertVmName(name);
+    const e = this.entries.get(name);
+    if (!e) {
+      const dir = this.vmDir(name);
+      if (snapshotTakenAt(dir) === undefined) return { kind: 'not-running' };
+      deleteSnapshot(dir);
+      this.opts.logger.info({ vm: name, event: 'snapshot-discarded' }, 'saved state discarded on request');
+      return { kind: 'discarded' };
+    }
+    this.clearIdle(e);
+    await e.starting?.catch(() => undefined);
+    const vm = e.vm;
+    if (!vm) return { kind: 'not-running' };
+    this.opts.logger.info({ vm: name, event: 'vm-stop-request' }, 'stopping VM on request');
+    // A VM already on its way down (a suspend) is left to finish; asking it to power off now would spoil the snapshot.
+    const exit = vm.state === 'stopping' || vm.state === 'exited' ? await vm.exited : await vm.stop({ timeoutMs: 15_000 });
+    return { kind: 'stopped', exit };
+  }
+
+  /** Suspend `name` to disk now, sessions or not (they end); its next session or resume() continues it. */
+  async suspend(name: string): Promise<SuspendResult> {
+    assertVmName(name);
+    const e = this.entries.get(name);
+    if (!e) return { kind: 'not-running' };
+    this.clearIdle(e);
+    await e.starting?.catch(() => undefined);
+    // The guest's page cache is flushed over SSH before the snapshot: let a connection in progress finish.
+    await e.connecting?.catch(() => undefined);
+    const vm = e.vm;
+    if (!vm || vm.state === 'exited') return { kind: 'not-running' };
+    this.opts.logger.info({ vm: name, event: 'vm-suspend-request' }, 'suspending VM on request');
+    const exit = vm.state === 'running' ? await this.bringup.suspend(e) : await vm.exited;
+    return exit?.reason === 'suspended' ? { kind: 'suspended' } : { kind: 'failed', exit };
+  }
+
+  /**
+   * Bring `name` up without a session (resume its snapshot, or boot it), as a
+   * login would; then the idle rules apply as if a session had just ended.
+   * Resolves with what it found: 'running' if it already was.
+   */
+  async resume(name: string, options: Pick<AcquireOptions, 'onNotice'> = {}): Promise<'running' | 'started'> {
+    assertVmName(name);
+    const already = this.entries.get(name)?.vm?.state === 'running';
+    const lease = await this.acquire(name, options);
+    lease.release();
+    return already ? 'running' : 'started';
+  }
+
+  /**
+   * Delete `name`: kill its VM if it runs, run `cleanup` (forget the name
+   * elsewhere: console, store), then delete DATA_DIR/vms/NAME. No session can
+   * start the name while this runs.
+   */
+  async remove(name: string, cleanup: () => Promise<void> | void): Promise<{ wasRunning: boolean }> {
+    assertVmName(name);
+    if (this.removing.has(name)) throw new UserError(`VM ${name} is already being removed`);
+    this.removing.add(name);
+    try {
+      const e = this.entries.get(name);
+      let wasRunning = false;
+      if (e) {
+        this.clearIdle(e);
+        await e.starting?.catch(() => undefined);
+        if (e.vm && e.vm.state !== 'exited') {
+          wasRunning = true;
+          await e.vm.kill();
+        }
+        if (this.entries.get(name) === e) this.entries.delete(name);
+      }
+      await cleanup();
+      const dir = this.vmDir(name);
+      if (existsSync(dir)) rmSync(dir, { recursive: true, force: true });
+      this.opts.logger.info({ vm: name, event: 'vm-removed', wasRunning }, 'VM removed');
+      return { wasRunning };
+    } finally {
+      this.removing.delete(name);
+    }
+  }
+
+  private vmDir(name: string): string {
+    return join(this.opts.dataDir, 'vms', name);
   }
 
   /** Suspend every VM (they resume on their owners' next logins); used at shutdown. */
