@@ -83,6 +83,8 @@ export const serveConfigSchema = z.strictObject({
   consoleOnly: z.boolean({ error: 'must be true or false' }),
   /** Start new VMs as clones of a booted template snapshot instead of booting each. */
   templates: z.boolean({ error: 'must be true or false' }),
+  /** authorized_keys file of the operators who may log in as `admin`; the admin account is off without it. */
+  adminKeys: path.optional(),
 });
 
 export type ServeConfig = Readonly<z.infer<typeof serveConfigSchema>>;
@@ -126,6 +128,7 @@ export const SERVE_FIELDS: { readonly [K in ServeConfigKey]: FieldInfo } = {
   append: { kind: 'string', arg: 'args', help: 'kernel arguments for --kernel' },
   consoleOnly: { kind: 'bool', help: 'the guest has no SSH daemon: ssh NAME@ opens its console' },
   templates: { kind: 'bool', help: 'start new VMs as clones of a booted template (default on)' },
+  adminKeys: { kind: 'path', arg: 'file', help: 'authorized_keys file of the operators who may log in as admin (admin is off without it)' },
 };
 
 /** Defaults that do not depend on another field (keysDir and imageDir follow dataDir). */

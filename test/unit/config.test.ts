@@ -72,6 +72,13 @@ describe('loadConfig', () => {
     assert.throws(() => loadConfig({ flags: { consoleTcp: '127.0.0.1' }, env: {}, cwd: '/' }), /invalid --console-tcp "127.0.0.1": must be HOST:PORT/);
   });
 
+  test('--admin-keys is off by default and a path relative to the cwd', () => {
+    assert.equal(loadConfig({ flags: {}, env: {}, cwd: '/' }).adminKeys, undefined);
+    assert.equal(loadConfig({ flags: { adminKeys: 'ops.keys' }, env: {}, cwd: '/etc/sshvisor' }).adminKeys, '/etc/sshvisor/ops.keys');
+    assert.equal(loadConfig({ flags: {}, env: { SSHVISOR_ADMIN_KEYS: '/k' }, cwd: '/' }).adminKeys, '/k');
+    assert.deepEqual(flagsFrom(['--admin-keys', 'f']), { adminKeys: 'f' });
+  });
+
   test('commander applies no defaults, so an absent flag stays absent', () => {
     assert.deepEqual(flagsFrom([]), {});
     assert.deepEqual(flagsFrom(['--max-vms', '3', '--allow-internet']), { maxVms: '3', allowInternet: true });
@@ -162,7 +169,7 @@ describe('loadConfig', () => {
 
   test('config file errors', () => {
     const typo = configFile({ prot: 22 });
-    rejects(() => loadConfig({ flags: { config: typo }, env: {} }), `config file ${typo}: unknown key "prot" (known keys: listen, port, dataDir, memory, cpus, maxVms, accel, allowInternet, auth, keysDir, idleTimeout, snapshotRetention, diskSize, imageDir, bootTimeout, logLevel, consoleBuffer, consoleReplay, consoleLogSize, consoleTcp, consoleTcpPublic, kernel, initrd, append, consoleOnly, templates)`);
+    rejects(() => loadConfig({ flags: { config: typo }, env: {} }), `config file ${typo}: unknown key "prot" (known keys: listen, port, dataDir, memory, cpus, maxVms, accel, allowInternet, auth, keysDir, idleTimeout, snapshotRetention, diskSize, imageDir, bootTimeout, logLevel, consoleBuffer, consoleReplay, consoleLogSize, consoleTcp, consoleTcpPublic, kernel, initrd, append, consoleOnly, templates, adminKeys)`);
     const bigPort = configFile({ port: 70000 });
     rejects(() => loadConfig({ flags: { config: bigPort }, env: {} }), `config file ${bigPort}: invalid "port" 70000: must be an integer from 1 to 65535`);
     const stringPort = configFile({ port: '22' });
