@@ -39,7 +39,7 @@ export function serveConsoleSession(
   session.on('subsystem', (_a, reject) => reject?.());
   const begin = (stream: ServerChannel): void => {
     started = true;
-    void run(stream, vmName, mode, access, log).catch((err) => fail(stream, errorMessage(err)));
+    void streamConsole(stream, vmName, mode, access, log).catch((err) => fail(stream, errorMessage(err)));
   };
   session.on('shell', (accept, reject) => (started ? reject?.() : begin(accept())));
   session.on('exec', (accept, reject) => {
@@ -49,7 +49,8 @@ export function serveConsoleSession(
   });
 }
 
-async function run(stream: ServerChannel, vmName: string, mode: ConsoleMode, access: ConsoleAccess, log: Logger): Promise<void> {
+/** Serve one console mode on an accepted channel (also used by the admin's `watch NAME`). */
+export async function streamConsole(stream: ServerChannel, vmName: string, mode: ConsoleMode, access: ConsoleAccess, log: Logger): Promise<void> {
   if (mode === 'logs') {
     stream.write(access.hub.history(vmName));
     stream.exit(0);

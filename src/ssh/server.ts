@@ -6,6 +6,9 @@ import { parseUsername, type Route } from './routing.js';
 import { fail, relaySession, type AcquireVm } from './session-relay.js';
 import { relayDirectTcpip } from './forward-relay.js';
 import { serveConsoleSession, type ConsoleAccess } from './console-session.js';
+import { serveStatusSession, type StatusAccess } from './status-session.js';
+import { serveAdminSession, type AdminAccess } from './admin-session.js';
+import type { GrantPermission } from '../store/store.js';
 
 const { Server, utils } = ssh2;
 
@@ -19,6 +22,10 @@ export interface SshFrontDoorOptions {
   console: ConsoleAccess;
   /** The image has no SSH daemon (a unikernel): a shell session opens the console instead. */
   consoleOnly: boolean;
+  /** NAME+status. */
+  status: StatusAccess;
+  /** The `admin` account (--admin-keys); without it every admin login is refused. */
+  admin?: AdminAccess;
 }
 
 /**
@@ -26,7 +33,7 @@ export interface SshFrontDoorOptions {
  * valid are refused after authentication rather than during it, because
  * only then can the client be told why in words (stderr of its session).
  */
-type Routing = { route: Route } | { refusal: string };
+type Routing = { route: Route; fingerprint?: string } | { refusal: string };
 
 /** The SSH server: authentication, routing by username, and the channel relays. */
 export function createSshServer(opts: SshFrontDoorOptions): InstanceType<typeof Server> {
@@ -37,7 +44,7 @@ export function createSshServer(opts: SshFrontDoorOptions): InstanceType<typeof 
     let user = '';
 
     client.on('authentication', (ctx) => {
-      const result = authenticate(ctx, opts.authenticator, log);
+      const result = authenticate(ctx, opts, log);
       if (!result) return ctx.reject(['publickey']);
       // Before accept(): ssh2 emits 'ready' from inside it.
       routing = result;
@@ -55,7 +62,7 @@ export function createSshServer(opts: SshFrontDoorOptions): InstanceType<typeof 
 }
 
 /** Decide one authentication attempt: how to route the connection if it is accepted, undefined to reject. */
-function authenticate(ctx: AuthContext, authenticator: Authenticator, log: Logger): Routing | undefined {
+function authenticate(ctx: AuthContext, opts: Pick<SshFrontDoorOptions, 'authenticator' | 'admin'>, log: Logger): Routing | undefined {
   if (ctx.method !== 'publickey') {
     // Password and keyboard-interactive are never accepted; the rejection tells the client what is.
     return undefined;
@@ -73,12 +80,28 @@ function authenticate(ctx: AuthContext, authenticator: Authenticator, log: Logge
     return { refusal: parsed.reason };
   }
   if (parsed.route.kind === 'admin') {
-    if (signed) log.info({ event: 'auth', result: 'refused-admin', fingerprint }, 'admin login refused');
-    return { refusal: 'the admin account is not enabled on this server' };
+    if (!opts.admin) {
+      if (signed) log.info({ event: 'auth', result: 'refused-admin', fingerprint }, 'admin login refused');
+      return { refusal: 'the admin account is not enabled on this server' };
+    }
+    if (!opts.admin.isAdminKey(ctx.key.data)) {
+      // Let it in to be told: a plain "Permission denied" would not say that admin exists but wants another key.
+      if (signed) log.warn({ event: 'auth', result: 'refused-admin', fingerprint, reason: 'not an admin key' }, 'admin login refused');
+      return {
+        refusal: `key ${fingerprint} is not an admin key on this server (holding several keys? pick the admin one: ssh -i KEY -o IdentitiesOnly=yes admin@host)`,
+      };
+    }
+    if (signed) log.info({ event: 'auth', result: 'accepted', admin: true, fingerprint }, 'admin login accepted');
+    return { route: parsed.route, fingerprint };
   }
   const { mode } = parsed.route;
-  const permission = mode === 'watch' || mode === 'logs' ? mode : undefined;
-  const decision = authenticator.check(parsed.route.vm, ctx.key.algo, ctx.key.data, { probe: !signed, permission });
+  // +status shows what +logs shows and a little more: owners, and keys granted logs or watch, may read it.
+  const permissions: (GrantPermission | undefined)[] = mode === 'watch' || mode === 'logs' ? [mode] : mode === 'status' ? ['logs', 'watch'] : [undefined];
+  let decision = { allowed: false, reason: '' };
+  for (const permission of permissions) {
+    decision = opts.authenticator.check(parsed.route.vm, ctx.key.algo, ctx.key.data, { probe: !signed, permission });
+    if (decision.allowed) break;
+  }
   if (!decision.allowed) {
     if (signed) log.info({ event: 'auth', result: 'denied', vm: parsed.route.vm, fingerprint, reason: decision.reason }, 'auth denied');
     return undefined;
@@ -95,18 +118,21 @@ function verifySignature(ctx: AuthContext): boolean {
 }
 
 function onReady(client: Connection, routing: Routing, opts: SshFrontDoorOptions, log: Logger): void {
+  const admin = 'route' in routing && routing.route.kind === 'admin' ? opts.admin : undefined;
   const route = 'route' in routing && routing.route.kind === 'vm' ? routing.route : undefined;
   const refusal =
     'refusal' in routing
       ? routing.refusal
-      : route && (route.mode === 'status' || route.mode === 'token')
+      : route && route.mode === 'token'
         ? `"+${route.mode}" is not available on this server yet`
         : undefined;
 
   client.on('session', (accept) => {
     const session = accept();
+    if (admin && !refusal) return serveAdminSession(session, admin, log.child({ admin: true, fingerprint: 'route' in routing ? routing.fingerprint : undefined }));
     if (refusal || !route) return refuseSession(session, refusal ?? 'no VM for this login');
     const vlog = log.child({ vm: route.vm });
+    if (route.mode === 'status') return serveStatusSession(session, route.vm, opts.status, vlog);
     if (route.mode === 'console' || route.mode === 'watch' || route.mode === 'logs') {
       return serveConsoleSession(session, route.vm, route.mode, opts.console, vlog);
     }
