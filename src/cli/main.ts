@@ -4,6 +4,7 @@ import { UserError } from '../util/errors.js';
 import { registerImageCommands } from './image-command.js';
 import { registerServeCommand } from './serve-command.js';
 import { registerGrantCommands } from './grant-command.js';
+import { registerOpsCommands } from './ops-commands.js';
 
 const program = new Command()
   .name('sshvisor')
@@ -15,6 +16,7 @@ const program = new Command()
 registerImageCommands(program);
 registerServeCommand(program);
 registerGrantCommands(program);
+registerOpsCommands(program);
 
 try {
   await program.parseAsync(process.argv);

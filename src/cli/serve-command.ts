@@ -16,6 +16,11 @@ import { loadOrCreateGatewayKey, loadOrCreateHostKey } from '../ssh/host-key.js'
 import { createSshServer } from '../ssh/server.js';
 import { registerServeOptions } from '../config/load-config.js';
 import { UserError } from '../util/errors.js';
+import { AdminKeys } from '../ssh/admin-keys.js';
+import { createVmOps } from '../ops/vm-ops.js';
+import { describeImage } from '../ops/vm-status.js';
+import { EXIT_USAGE, parseAdminCommand, runAdminCommand, type AdminOps } from '../ops/admin-commands.js';
+import { startControlServer } from '../ops/control-socket.js';
 
 const OPEN_BANNER =
   'WARNING: this sshvisor runs with --auth open: any key can log in as any name.\r\n';
@@ -46,9 +51,33 @@ export function registerServeCommand(program: Command): void {
     const image = config.kernel ? customImage(config) : { ...loadImage(config.imageDir), ...(config.consoleOnly ? { ssh: false } : {}) };
     const driver = new QemuDriver();
     const accel = resolveAccel(config.accel);
+    const adminKeys = config.adminKeys ? new AdminKeys(config.adminKeys, logger) : undefined;
     const store = Store.open(config.dataDir);
     const hostKey = loadOrCreateHostKey(config.dataDir);
     const gatewayKey = loadOrCreateGatewayKey(config.dataDir);
+    // Before any VM starts: a second server on the same data dir stops here.
+    let ops: AdminOps | undefined;
+    const control = await startControlServer({
+      dataDir: config.dataDir,
+      logger,
+      run: async (req, io) => {
+        if (!ops) {
+          io.err('the server is still starting; try again in a moment');
+          return 1;
+        }
+        const parsed = parseAdminCommand(req.argv);
+        const log = logger.child({ event: 'control-command', argv: req.argv.slice(0, 8) });
+        if (!parsed.ok) {
+          io.err(parsed.error);
+          log.info({ exit: EXIT_USAGE }, 'bad control command');
+          return EXIT_USAGE;
+        }
+        const started = Date.now();
+        const code = await runAdminCommand(parsed.command, ops, io);
+        log.info({ exit: code, ms: Date.now() - started }, 'control command');
+        return code;
+      },
+    });
     const manager = new VmManager({
       driver,
       image,
@@ -81,14 +110,19 @@ export function registerServeCommand(program: Command): void {
       ),
     );
     const authenticator = createAuthenticator({ mode: config.auth, store, keysDir: config.keysDir, logger });
+    const vmOps = createVmOps({ dataDir: config.dataDir, image: describeImage(image), memoryMiB: config.memory, cpus: config.cpus, manager, store, hub });
+    ops = vmOps;
+    const consoleAccess = { hub, acquire: (name: string, options?: Parameters<VmManager['acquire']>[1]) => manager.acquire(name, options), replayLines: config.consoleReplay };
     const server = createSshServer({
       hostKey: hostKey.privateKey,
       authenticator,
       acquire: (name, options) => manager.acquire(name, options),
       logger,
       banner: config.auth === 'open' ? OPEN_BANNER : undefined,
-      console: { hub, acquire: (name, options) => manager.acquire(name, options), replayLines: config.consoleReplay },
+      console: consoleAccess,
       consoleOnly: !image.ssh,
+      status: { report: (name) => vmOps.report(name) },
+      admin: adminKeys && { isAdminKey: (blob) => adminKeys.isAdminKey(blob), ops: vmOps, console: consoleAccess },
     });
 
     const consoleTcp = config.consoleTcp
@@ -103,7 +137,7 @@ export function registerServeCommand(program: Command): void {
     const address = server.address();
     const port = typeof address === 'object' && address ? address.port : config.port;
     logger.info(
-      { event: 'listening', listen: config.listen, port, accel, auth: config.auth, dataDir: config.dataDir, hostKey: hostKey.fingerprint, kernel: image.manifest?.kernel.release, consoleTcpPort: consoleTcp?.port },
+      { event: 'listening', listen: config.listen, port, accel, auth: config.auth, dataDir: config.dataDir, hostKey: hostKey.fingerprint, kernel: image.manifest?.kernel.release, consoleTcpPort: consoleTcp?.port, controlSocket: control.path, adminKeys: adminKeys?.count },
       `sshvisor listening on ${config.listen}:${port}`,
     );
 
@@ -113,7 +147,9 @@ export function registerServeCommand(program: Command): void {
       stopping = true;
       logger.info({ event: 'shutdown', signal }, 'shutting down: suspending VMs');
       server.close();
-      void (consoleTcp?.close() ?? Promise.resolve())
+      void control
+        .close()
+        .then(() => consoleTcp?.close())
         .then(() => manager.shutdown())
         .catch((err) => logger.error({ err: String(err) }, 'error while suspending VMs'))
         .then(() => hub.close())
