@@ -19,6 +19,11 @@ export function registerOpsCommands(program: Command): void {
       const opts = params[args.length] as { dataDir?: string; json?: boolean; yes?: boolean };
       const positional = params.slice(0, args.length) as string[];
       const argv = [name, ...positional, ...(opts.json ? ['--json'] : []), ...(opts.yes ? ['--yes'] : [])];
+      // `sshvisor logs alice | head`: a reader that stops early is not an error.
+      process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+        if (err.code === 'EPIPE') process.exit(process.exitCode ?? 0);
+        throw err;
+      });
       const tty = process.stdout.isTTY === true;
       const code = await sendControlCommand(
         resolve(opts.dataDir ?? defaultDataDir()),
