@@ -68,7 +68,7 @@ export async function connectGuest(opts: GuestConnectOptions): Promise<GuestClie
       if (/authentication methods failed/i.test(lastError.message)) throw new Error('the guest refused the gateway key');
       if (/Host denied \(verification failed\)/.test(lastError.message)) throw new Error("the guest's SSH host key is not the one it had before");
     }
-    await new Promise((r) => setTimeout(r, 200));
+    await new Promise((r) => setTimeout(r, 50));
   }
   throw new Error(`the guest's SSH daemon did not answer in time (${lastError?.message ?? 'no attempt'})`);
 }

@@ -47,6 +47,8 @@ export interface Entry {
   startedAt?: number;
   /** When the snapshot this VM was resumed from was taken. */
   resumedFrom?: number;
+  /** Resolves when the guest says its SSH daemon is up (at once for a resumed guest, whose daemon never went away). */
+  guestReady?: Promise<void>;
   sessions: number;
   idleTimer?: NodeJS.Timeout;
 }

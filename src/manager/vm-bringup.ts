@@ -2,7 +2,7 @@ import { existsSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync 
 import { join } from 'node:path';
 import { UserError, errorMessage } from '../util/errors.js';
 import { ensurePrivateDir } from '../util/paths.js';
-import { guestKernelArgs } from '../image/guest-contract.js';
+import { GUEST_READY_MARKER, guestKernelArgs } from '../image/guest-contract.js';
 import type { ExitInfo, Vm } from '../vm/driver.js';
 import { isValidVmName } from '../vm/vm-name.js';
 import { ensureDisk } from '../vm/disk.js';
@@ -121,6 +121,8 @@ export class VmBringup {
     entry.vm = vm;
     entry.startedAt = Date.now();
     entry.resumedFrom = from.kind === 'snapshot' ? from.meta.takenAt : undefined;
+    // Only images sshvisor built promise the marker (guest-contract.ts); for others, just try to connect.
+    entry.guestReady = from.kind !== 'snapshot' && opts.image.manifest ? consoleShows(vm, GUEST_READY_MARKER) : Promise.resolve();
     const restoring = from.kind !== 'boot';
     let running = false;
     vm.once('exit', (info) => {
@@ -152,11 +154,15 @@ export class VmBringup {
     const endpoint = vm?.sshEndpoint;
     if (!vm || !endpoint) throw new UserError(`VM ${entry.name} has no SSH endpoint`);
     const pinFile = join(vm.spec.dir, GUEST_HOST_KEY_FILE);
+    // Connecting before the guest's network is up costs seconds: QEMU's user network holds the
+    // early SYNs and the TCP retransmit timer decides when they are tried again. Wait for the guest to say so.
+    const deadline = (entry.startedAt ?? Date.now()) + opts.bootTimeoutSec * 1000;
+    await Promise.race([entry.guestReady, new Promise((r) => setTimeout(r, Math.max(0, deadline - Date.now())).unref())]);
     try {
       const guest = await connectGuest({
         ...endpoint,
         privateKey: opts.gatewayKey.privateKey,
-        deadline: (entry.startedAt ?? Date.now()) + opts.bootTimeoutSec * 1000,
+        deadline,
         exited: vm.exited,
         pinnedHostKey: existsSync(pinFile) ? readFileSync(pinFile) : undefined,
         onFirstHostKey: (key) => writeFileSync(pinFile, key, { mode: 0o600 }),
@@ -226,4 +232,22 @@ export class VmBringup {
       this.opts.logger.info({ vm: name, event: 'snapshot-expired', takenAt: new Date(takenAt).toISOString() }, 'snapshot expired; the next login boots from disk');
     }
   }
+}
+
+/** Resolves once `text` has appeared on the VM's console (or the VM is gone: the caller finds out on connect). */
+function consoleShows(vm: Vm, text: string): Promise<void> {
+  return new Promise((resolve) => {
+    let tail = '';
+    const onConsole = (b: Buffer): void => {
+      tail = (tail + b.toString('latin1')).slice(-(text.length + 4096));
+      if (!tail.includes(text)) return;
+      vm.off('console', onConsole);
+      resolve();
+    };
+    vm.on('console', onConsole);
+    void vm.exited.then(() => {
+      vm.off('console', onConsole);
+      resolve();
+    });
+  });
 }
