@@ -94,7 +94,8 @@ describe('status and operator commands', () => {
     assert.ok(typeof json.pid === 'number' && typeof json.cpuSeconds === 'number' && json.cpuSeconds > 0);
     assert.ok(typeof json.uptimeSeconds === 'number');
     assert.equal((json.console as string[]).length, 10);
-    assert.ok((json.console as string[]).includes('status-marker-42'));
+    // Kernel messages may land on the same line as the marker: look for it inside lines.
+    assert.ok((json.console as string[]).some((l) => l.includes('status-marker-42')), JSON.stringify(json.console));
 
     const bad = await server.ssh('alice+status', owner, ['reboot']);
     assert.equal(bad.code, 2);
