@@ -55,7 +55,7 @@ export const TEMPLATE_KERNEL_ARG = 'sshvisor.template=1';
  */
 export function identityLine(id: GuestIdentity, now: Date, seedHex: string): string {
   const [key] = id.authorizedKey ? guestKernelArgs(id).filter((a) => a.startsWith('sshvisor.key=')) : [];
-  const parts = [GUEST_IDENTITY_WORD, `name=${id.hostname}`, `time=${Math.floor(now.getTime() / 1000)}`, `seed=${seedHex}`];
+  const parts = [GUEST_IDENTITY_WORD, `name=${id.hostname}`, `time=${Math.round(now.getTime() / 1000)}`, `seed=${seedHex}`];
   if (key) parts.push(`key=${key.slice('sshvisor.key='.length)}`);
   return parts.join(' ') + '\n';
 }

@@ -1,3 +1,4 @@
+import { once } from 'node:events';
 import type { ClientChannel, ServerChannel, PseudoTtyInfo, Session } from 'ssh2';
 import type { Logger } from '../util/log.js';
 import { errorMessage } from '../util/errors.js';
@@ -88,12 +89,15 @@ export function relaySession(session: Session, vmName: string, acquire: AcquireV
     stream.pipe(channel);
     channel.pipe(stream, { end: false });
     channel.stderr.pipe(stream.stderr, { end: false });
+    // 'close' can come while output still sits in the pipes; the exit status must follow the last byte.
+    const drained = Promise.all([once(channel, 'end'), once(channel.stderr, 'end')]);
 
     let exit: { code: number } | { signal: string; core: boolean; message: string } | undefined;
     channel.on('exit', (code: number | null, signal?: string, core?: boolean, message?: string) => {
       exit = code !== null && code !== undefined ? { code } : { signal: signal ?? 'KILL', core: !!core, message: message ?? '' };
     });
-    channel.once('close', () => {
+    channel.once('close', async () => {
+      await Promise.race([drained, new Promise((r) => setTimeout(r, 5000))]);
       if (exit && 'code' in exit) stream.exit(exit.code);
       else if (exit) stream.exit(exit.signal, exit.core, exit.message);
       stream.end();
