@@ -131,6 +131,8 @@ interface ReceiverSample {
   meanReadBytes: number;
   /** The viewer's `ssh` process (decryption, writing to our pipe). */
   sshCpuS?: number;
+  /** Lines amid the payload that were not payload (why a count differs), the first few. */
+  foreignLines: string[];
 }
 
 interface RunSample {
@@ -191,6 +193,7 @@ function receiverSample(m: PayloadMeter, expected: number, sshCpuS?: number): Re
     reads: m.chunks,
     meanReadBytes: m.chunks ? m.bytes / m.chunks : 0,
     sshCpuS,
+    foreignLines: m.foreign,
   };
 }
 
@@ -430,12 +433,13 @@ const f1 = (n: number): string => (Number.isFinite(n) ? n.toFixed(1) : '-');
 function progress(s: RunSample): void {
   const rates = summarize(s.receivers.map((x) => x.mibPerS));
   const lost = s.receivers.filter((x) => !x.complete).length;
+  const foreign = s.receivers.flatMap((x) => x.foreignLines)[0];
   const who = s.target === 'raw' ? 'raw qemu socket' : `sshvisor ${s.viewers} viewer(s)`;
   process.stderr.write(
     `  run ${s.run} ${who}: ${f3(rates.median)} MiB/s per reader (min ${f3(rates.min)}), aggregate ${f3(s.aggregateMiBPerS)} MiB/s, ` +
       `${f1(s.spanSeconds)} s, qemu vCPU thread ${f1(s.cpu.qemu.busiestOther?.percentOfWall ?? NaN)}%, main ${f1(s.cpu.qemu.main?.percentOfWall ?? NaN)}%` +
       `${s.cpu.serverS !== undefined ? `, serve ${f1((100 * s.cpu.serverS) / s.wallSeconds)}%` : ''}, host busy ${f1(s.cpu.hostBusyPercent)}%` +
-      `${lost ? `, ${lost} incomplete` : ''}` +
+      `${lost ? `, ${lost} incomplete${foreign ? ` (e.g. ${JSON.stringify(foreign)} amid the payload)` : ''}` : ''}` +
       `${s.otherQemu.length ? ` (WARNING: ${s.otherQemu.length} other QEMU running: pids ${s.otherQemu.join(' ')})` : ''}\n`,
   );
 }

@@ -43,6 +43,7 @@ export function wireBytes(payloadBytes: number): number {
 const SKIP_NOTICE = /\[sshvisor: (\d+) bytes skipped\]/g;
 /** Enough of the previous bytes for a marker or a skip note split across reads. */
 const CARRY_BYTES = 64;
+const MAX_FOREIGN = 5;
 
 /**
  * Counts the bytes of one received console stream between the start
@@ -60,6 +61,9 @@ export class PayloadMeter {
   chunks = 0;
   /** Bytes the gateway skipped for this viewer ("[sshvisor: N bytes skipped]" notes inside the payload). */
   skipped = 0;
+  /** Lines inside the payload that are not payload (a kernel message, a skip note): the first few, cut short. */
+  readonly foreign: string[] = [];
+  private capturing: string | undefined;
   lastDataAt = performance.now();
   readonly done: Promise<void>;
   private resolveDone!: () => void;
@@ -104,7 +108,11 @@ export class PayloadMeter {
       const stop = j >= 0 ? j - at : chunk.length;
       if (stop > from || j < 0) this.chunks++;
       this.countSkips(chunk, from);
+      if (this.foreign.length < MAX_FOREIGN || this.capturing !== undefined) this.noteForeign(chunk, from, stop);
       if (j >= 0) {
+        // What was taken for a foreign line may be the end marker's beginning, split across reads.
+        if (this.capturing !== undefined && this.end.toString('latin1').startsWith(this.capturing)) this.capturing = undefined;
+        this.endForeign();
         this.bytes = j - this.payloadFrom;
         this.endAt = now;
         this.state = 'done';
@@ -136,6 +144,36 @@ export class PayloadMeter {
     const keep = CARRY_BYTES;
     // A copy: the carry must not keep a large chunk alive.
     this.carry = chunk.length >= keep ? Buffer.from(chunk.subarray(chunk.length - keep)) : Buffer.concat([this.carry, chunk]).subarray(-keep);
+  }
+
+  /** Remember the first few lines in chunk[from, to) holding anything but the payload's x, \r and \n. */
+  private noteForeign(chunk: Buffer, from: number, to: number): void {
+    let i = from;
+    if (this.capturing !== undefined) {
+      // The rest of a foreign line that began in an earlier chunk.
+      const nl = chunk.indexOf(0x0a, from);
+      const end = nl < 0 || nl >= to ? to : nl;
+      this.capturing += chunk.toString('latin1', from, end);
+      if (end === to) return this.capturing.length > 200 ? this.endForeign() : undefined;
+      this.endForeign();
+      i = end + 1;
+    }
+    for (; i < to && this.foreign.length < MAX_FOREIGN; i++) {
+      const b = chunk[i];
+      if (b === 0x78 || b === 0x0d || b === 0x0a) continue;
+      const lineStart = Math.max(from, chunk.lastIndexOf(0x0a, i) + 1);
+      const nl = chunk.indexOf(0x0a, i);
+      this.capturing = chunk.toString('latin1', lineStart, nl < 0 || nl >= to ? to : nl);
+      if (nl < 0 || nl >= to) return;
+      this.endForeign();
+      i = nl;
+    }
+  }
+
+  private endForeign(): void {
+    // eslint-disable-next-line no-control-regex
+    if (this.capturing !== undefined) this.foreign.push(this.capturing.replace(/[\x00-\x1f]/g, '').slice(0, 200));
+    this.capturing = undefined;
   }
 
   /** Skip notes ending in this chunk (after payload offset `from`); one that began in the carry is found too. */
