@@ -27,9 +27,9 @@ import { MANIFEST_FILE } from '../../src/image/manifest.js';
 import { GUEST_INIT_MARKER, GUEST_READY_MARKER } from '../../src/image/guest-contract.js';
 import { defaultDataDir, defaultImageDir } from '../../src/util/paths.js';
 import { requireTool } from '../../src/util/tools.js';
-import { UserError, errorMessage } from '../../src/util/errors.js';
+import { UserError } from '../../src/util/errors.js';
 import { formatTable, ms, summarize, writeResultsJson } from '../lib/table.js';
-import { interruptedBy, makeTempDir, removeTempDir, trackChild, trackPid, untrackPid } from '../lib/cleanup.js';
+import { makeTempDir, runBench, removeTempDir, trackChild, trackPid, untrackPid } from '../lib/cleanup.js';
 
 const MEMORY_MIB = 256;
 const CPUS = 1;
@@ -314,12 +314,4 @@ async function main(): Promise<void> {
   process.stderr.write(`wrote ${out}\n`);
 }
 
-try {
-  await main();
-} catch (err) {
-  // Interrupted: the signal handler is tearing down and exits with the signal's code.
-  if (interruptedBy()) await new Promise(() => {});
-  process.stderr.write(`bench: ${errorMessage(err)}\n`);
-  if (!(err instanceof UserError)) process.stderr.write(`${(err as Error).stack ?? ''}\n`);
-  process.exitCode = 1;
-}
+await runBench(main);

@@ -37,7 +37,7 @@ import { defaultDataDir, defaultImageDir } from '../../src/util/paths.js';
 import { requireTool } from '../../src/util/tools.js';
 import { UserError, errorMessage } from '../../src/util/errors.js';
 import { formatTable, summarize, writeResultsJson, type Summary } from '../lib/table.js';
-import { interruptedBy, makeTempDir, removeTempDir } from '../lib/cleanup.js';
+import { interruptedBy, makeTempDir, runBench, removeTempDir } from '../lib/cleanup.js';
 import { cpuTimes, mustSucceed, runClient } from '../lib/proc.js';
 import { SshvisorServe, clientOptions, makeKey } from '../lib/ssh-servers.js';
 import { PayloadMeter, cpuBetween, guestCommand, hostJiffies, markersFor, otherQemuPids, threadCpu, wireBytes, type CpuUse } from './measure.js';
@@ -638,12 +638,4 @@ async function main(): Promise<void> {
   process.stderr.write(`wrote ${out}\n`);
 }
 
-try {
-  await main();
-} catch (err) {
-  // Interrupted: the signal handler is tearing down and exits with the signal's code.
-  if (interruptedBy()) await new Promise(() => {});
-  process.stderr.write(`bench: ${errorMessage(err)}\n`);
-  if (!(err instanceof UserError)) process.stderr.write(`${(err as Error).stack ?? ''}\n`);
-  process.exitCode = 1;
-}
+await runBench(main);

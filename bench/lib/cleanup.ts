@@ -8,6 +8,7 @@ import type { ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { UserError } from '../../src/util/errors.js';
 
 const children = new Set<ChildProcess>();
 const pids = new Set<number>();
@@ -155,4 +156,20 @@ export function makeTempDir(prefix: string): string {
 export function removeTempDir(dir: string): void {
   rmSync(dir, { recursive: true, force: true });
   dirs.delete(dir);
+}
+
+/**
+ * Run a bench's main: a failure prints one line (plus the stack for bugs)
+ * and exits 1; when a signal interrupted it, the signal handler is already
+ * tearing down and exits with the signal's code, so wait for that instead.
+ */
+export async function runBench(main: () => Promise<void>): Promise<void> {
+  try {
+    await main();
+  } catch (err) {
+    if (interruptedBy()) await new Promise(() => {});
+    process.stderr.write(`bench: ${err instanceof Error ? err.message : String(err)}\n`);
+    if (!(err instanceof UserError)) process.stderr.write(`${(err as Error).stack ?? ''}\n`);
+    process.exitCode = 1;
+  }
 }

@@ -29,9 +29,9 @@ import { MANIFEST_FILE } from '../../src/image/manifest.js';
 import { STATIC_DEFAULTS } from '../../src/config/config-schema.js';
 import { defaultDataDir, defaultImageDir } from '../../src/util/paths.js';
 import { requireTool } from '../../src/util/tools.js';
-import { UserError, errorMessage } from '../../src/util/errors.js';
+import { UserError } from '../../src/util/errors.js';
 import { formatTable, summarize, writeResultsJson, type Summary } from '../lib/table.js';
-import { interruptedBy, makeTempDir, removeTempDir } from '../lib/cleanup.js';
+import { makeTempDir, runBench, removeTempDir } from '../lib/cleanup.js';
 import { cpuTimes, mustSucceed, runClient, waitForNoChildren } from '../lib/proc.js';
 import { BaselineSshd, SshvisorServe, clientOptions, makeKey, parseNegotiated, type Negotiated } from '../lib/ssh-servers.js';
 
@@ -442,12 +442,4 @@ async function main(): Promise<void> {
   }
 }
 
-try {
-  await main();
-} catch (err) {
-  // Interrupted: the signal handler is tearing down and exits with the signal's code.
-  if (interruptedBy()) await new Promise(() => {});
-  process.stderr.write(`bench: ${errorMessage(err)}\n`);
-  if (!(err instanceof UserError)) process.stderr.write(`${(err as Error).stack ?? ''}\n`);
-  process.exitCode = 1;
-}
+await runBench(main);

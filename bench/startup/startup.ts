@@ -38,9 +38,9 @@ import { loadImage, type GuestImage } from '../../src/image/image.js';
 import { MANIFEST_FILE } from '../../src/image/manifest.js';
 import { defaultDataDir, defaultImageDir } from '../../src/util/paths.js';
 import { requireTool } from '../../src/util/tools.js';
-import { UserError, errorMessage } from '../../src/util/errors.js';
+import { UserError } from '../../src/util/errors.js';
 import { formatTable, summarize, writeResultsJson, type Summary } from '../lib/table.js';
-import { interruptedBy, makeTempDir, removeTempDir, trackGroup, untrackGroup } from '../lib/cleanup.js';
+import { makeTempDir, runBench, removeTempDir, trackGroup, untrackGroup } from '../lib/cleanup.js';
 import { mustSucceed, runClient } from '../lib/proc.js';
 import { BaselineSshd, SshvisorServe, clientOptions, makeKey, parseNegotiated, type Negotiated } from '../lib/ssh-servers.js';
 import {
@@ -661,12 +661,4 @@ function report(bench: Bench, opts: Options, extra: { memory: MemoryResult[]; te
   );
 }
 
-try {
-  await main();
-} catch (err) {
-  // Interrupted: the signal handler is tearing down and exits with the signal's code.
-  if (interruptedBy()) await new Promise(() => {});
-  process.stderr.write(`bench: ${errorMessage(err)}\n`);
-  if (!(err instanceof UserError)) process.stderr.write(`${(err as Error).stack ?? ''}\n`);
-  process.exitCode = 1;
-}
+await runBench(main);
