@@ -5,6 +5,7 @@ import type { ConsoleHub } from '../console/console-hub.js';
 import { formatNotice } from '../console/marker.js';
 import type { Lease } from '../manager/vm-manager.js';
 import { fail, notice, type AcquireVm } from './session-relay.js';
+import { coalescingWriter } from './coalescing-writer.js';
 
 export type ConsoleMode = 'console' | 'watch' | 'logs';
 
@@ -75,7 +76,7 @@ export async function streamConsole(stream: ServerChannel, vmName: string, mode:
     ),
   );
   const viewer = channel.addViewer({
-    write: (data) => (stream.destroyed ? true : stream.write(data)),
+    write: coalescingWriter(stream),
     onClose: (reason) => fail(stream, reason),
     replayLines: access.replayLines,
     readOnly,
