@@ -122,6 +122,7 @@ interface ReceiverSample {
   bytes: number;
   /** What the payload is on the wire when nothing is lost. */
   expectedBytes: number;
+  /** Every payload byte arrived: nothing skipped, nothing short. (Extra lines amid the payload, e.g. a kernel message, may add bytes.) */
   complete: boolean;
   skippedBytes: number;
   seconds: number;
@@ -186,7 +187,7 @@ function receiverSample(m: PayloadMeter, expected: number, sshCpuS?: number): Re
   return {
     bytes: m.bytes,
     expectedBytes: expected,
-    complete: m.bytes === expected && m.skipped === 0,
+    complete: m.bytes >= expected && m.skipped === 0,
     skippedBytes: m.skipped,
     seconds: m.seconds,
     mibPerS: m.bytes / MIB / m.seconds,
@@ -433,13 +434,13 @@ const f1 = (n: number): string => (Number.isFinite(n) ? n.toFixed(1) : '-');
 function progress(s: RunSample): void {
   const rates = summarize(s.receivers.map((x) => x.mibPerS));
   const lost = s.receivers.filter((x) => !x.complete).length;
-  const foreign = s.receivers.flatMap((x) => x.foreignLines)[0];
+  const foreign = s.receivers.flatMap((x) => x.foreignLines).find((l) => !l.includes('bytes skipped]'));
   const who = s.target === 'raw' ? 'raw qemu socket' : `sshvisor ${s.viewers} viewer(s)`;
   process.stderr.write(
     `  run ${s.run} ${who}: ${f3(rates.median)} MiB/s per reader (min ${f3(rates.min)}), aggregate ${f3(s.aggregateMiBPerS)} MiB/s, ` +
       `${f1(s.spanSeconds)} s, qemu vCPU thread ${f1(s.cpu.qemu.busiestOther?.percentOfWall ?? NaN)}%, main ${f1(s.cpu.qemu.main?.percentOfWall ?? NaN)}%` +
       `${s.cpu.serverS !== undefined ? `, serve ${f1((100 * s.cpu.serverS) / s.wallSeconds)}%` : ''}, host busy ${f1(s.cpu.hostBusyPercent)}%` +
-      `${lost ? `, ${lost} incomplete${foreign ? ` (e.g. ${JSON.stringify(foreign)} amid the payload)` : ''}` : ''}` +
+      `${lost ? `, ${lost} reader(s) missed bytes` : ''}${foreign ? `, not payload amid it: ${JSON.stringify(foreign)}` : ''}` +
       `${s.otherQemu.length ? ` (WARNING: ${s.otherQemu.length} other QEMU running: pids ${s.otherQemu.join(' ')})` : ''}\n`,
   );
 }
@@ -453,6 +454,8 @@ interface Row {
   aggregateMiBPerS: Summary;
   seconds: Summary;
   incompleteReceivers: number;
+  /** A line amid the payload that is not payload and not a skip note (a kernel message), if any reader got one. */
+  foreignExample?: string;
   skippedBytes: number;
   /** CPU as % of one core over the run. */
   qemuVcpuThreadPercent: Summary;
@@ -485,6 +488,7 @@ function row(what: string, mine: RunSample[]): Row {
     aggregateMiBPerS: summarize(mine.map((s) => s.aggregateMiBPerS)),
     seconds: summarize(mine.map((s) => s.spanSeconds)),
     incompleteReceivers: mine.reduce((n, s) => n + s.receivers.filter((x) => !x.complete).length, 0),
+    foreignExample: mine.flatMap((s) => s.receivers.flatMap((x) => x.foreignLines)).find((l) => !l.includes('bytes skipped]')),
     skippedBytes: mine.reduce((n, s) => n + s.receivers.reduce((k, x) => k + x.skippedBytes, 0), 0),
     qemuVcpuThreadPercent: summarize(mine.map((s) => s.cpu.qemu.busiestOther?.percentOfWall ?? NaN)),
     qemuMainThreadPercent: summarize(mine.map((s) => s.cpu.qemu.main?.percentOfWall ?? NaN)),
@@ -602,7 +606,10 @@ async function main(): Promise<void> {
   );
   const incomplete = rows.filter((r) => r.incompleteReceivers > 0);
   for (const r of rows.filter((x) => x.runsWithOtherQemu > 0)) notes.push(`${r.what}: other QEMU processes were running during ${r.runsWithOtherQemu} run(s); the numbers are skewed.`);
-  for (const r of incomplete) notes.push(`${r.what}: ${r.incompleteReceivers} reader(s) did not get every byte (${r.skippedBytes} bytes skipped by the gateway).`);
+  for (const r of incomplete) notes.push(`${r.what}: ${r.incompleteReceivers} reader(s) did not get every byte (${r.skippedBytes} bytes skipped by the gateway: those viewers fell too far behind).`);
+  for (const r of rows.filter((x) => x.foreignExample !== undefined)) {
+    notes.push(`${r.what}: the guest printed something else amid the payload (counted in the rate): ${JSON.stringify(r.foreignExample)}.`);
+  }
   if (opts.sizeDefaulted && opts.accel === 'tcg') {
     notes.push(`TCG: default size ${opts.sizeMiB} MiB instead of 64 (at the raw rate 64 MiB takes ~${Math.round(64 / rawRate)} s per run); --size-mib 64 measures the full size.`);
   }
