@@ -6,7 +6,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { connect, type Socket } from 'node:net';
+import type { Socket } from 'node:net';
 import { join } from 'node:path';
 import type { Accel, VmSpec } from '../../src/vm/driver.js';
 import type { GuestImage } from '../../src/image/image.js';
@@ -14,6 +14,7 @@ import { buildQemuArgs, type QemuRuntimePaths } from '../../src/vm/qemu/qemu-arg
 import { QmpClient } from '../../src/vm/qemu/qmp-client.js';
 import { UserError } from '../../src/util/errors.js';
 import { trackChild } from '../lib/cleanup.js';
+import { connectUnix } from '../../src/util/unix-socket.js';
 
 /** The tail of a text stream, and waiting for something to show up in it. */
 export class TextTail {
@@ -181,13 +182,3 @@ export class RawQemu {
   }
 }
 
-function connectUnix(path: string): Promise<Socket> {
-  return new Promise((resolve, reject) => {
-    const s = connect(path);
-    s.once('connect', () => {
-      s.off('error', reject);
-      resolve(s);
-    });
-    s.once('error', reject);
-  });
-}

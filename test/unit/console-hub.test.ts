@@ -1,13 +1,13 @@
 import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { EventEmitter } from 'node:events';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ConsoleHub, type ConsoleVm } from '../../src/console/console-hub.js';
 import type { ViewerOptions } from '../../src/console/viewer.js';
-import type { ExitInfo, Vm, VmEvents } from '../../src/vm/driver.js';
+import type { ExitInfo, Vm } from '../../src/vm/driver.js';
 import { UserError } from '../../src/util/errors.js';
+import { FakeVm } from '../helpers/fake-vm.js';
 
 const root = mkdtempSync(join(tmpdir(), 'sshvisor-console-hub-'));
 after(() => rmSync(root, { recursive: true, force: true }));
@@ -22,23 +22,6 @@ const T = new Date('2026-11-22T10:00:00Z');
 const now = (): Date => T;
 const STARTED = '[sshvisor 2026-11-22T10:00:00Z] VM started\r\n';
 
-/** Just enough of a Vm: console/exit events and a console input. */
-class FakeVm extends EventEmitter<VmEvents> {
-  typed: string[] = [];
-  constructor(readonly name: string) {
-    super();
-  }
-  writeConsole(data: Buffer | string): void {
-    this.typed.push(data.toString());
-  }
-  out(s: string | Buffer): void {
-    this.emit('console', Buffer.isBuffer(s) ? s : Buffer.from(s, 'latin1'));
-  }
-  exit(detail: string, at = T): void {
-    const info: ExitInfo = { reason: 'panic', detail, code: null, signal: null, at };
-    this.emit('exit', info);
-  }
-}
 
 /** A viewer sink that records what it gets; `full` makes it push back. */
 function recorder(opts: Partial<ViewerOptions> & { full?: () => boolean } = {}) {
@@ -68,7 +51,7 @@ describe('ConsoleChannel capture', () => {
   test('markers around a boot, same bytes in ring and console.log', async () => {
     const dataDir = freshDataDir();
     const hub = new ConsoleHub({ dataDir, now });
-    const vm = new FakeVm('alice');
+    const vm = new FakeVm('alice', now);
     const ch = hub.attach(vm);
     const exits: ExitInfo[] = [];
     ch.on('exit', (i) => exits.push(i));
@@ -88,11 +71,11 @@ describe('ConsoleChannel capture', () => {
 
   test('the same name booted again continues one history; the old Vm is ignored', async () => {
     const hub = new ConsoleHub({ now });
-    const first = new FakeVm('bob');
+    const first = new FakeVm('bob', now);
     hub.attach(first);
     first.out('boot 1\n');
     first.exit('guest powered off');
-    const second = new FakeVm('bob');
+    const second = new FakeVm('bob', now);
     const ch = hub.attach(second);
     assert.equal(hub.channel('bob'), ch);
     first.out('stray bytes from a dead vm\n');
@@ -126,7 +109,7 @@ describe('ConsoleChannel viewers', () => {
       return { rec, v };
     });
     assert.equal(ch.viewerCount, 20);
-    const vm = new FakeVm('fan');
+    const vm = new FakeVm('fan', now);
     ch.attach(vm);
     for (let i = 0; i < 400; i++) {
       const len = 1 + r(3000);
@@ -152,7 +135,7 @@ describe('ConsoleChannel viewers', () => {
   test('a stalled viewer never blocks the guest or the others; it skips to live with a note', async () => {
     const hub = new ConsoleHub({ now, capacity: 64 * 1024 });
     const ch = hub.channel('stall');
-    const vm = new FakeVm('stall');
+    const vm = new FakeVm('stall', now);
     ch.attach(vm);
     const fine = recorder();
     ch.addViewer(fine.sink);
@@ -183,7 +166,7 @@ describe('ConsoleChannel viewers', () => {
   test("policy 'disconnect' ends a stalled viewer with a reason", async () => {
     const hub = new ConsoleHub({ now });
     const ch = hub.channel('disc');
-    const vm = new FakeVm('disc');
+    const vm = new FakeVm('disc', now);
     ch.attach(vm);
     const other = recorder();
     ch.addViewer(other.sink);
@@ -203,7 +186,7 @@ describe('ConsoleChannel viewers', () => {
   test('replay then live: no gap and no duplicate, even while pushing back', async () => {
     const hub = new ConsoleHub({ now, capacity: 4 << 20 });
     const ch = hub.channel('replay');
-    const vm = new FakeVm('replay');
+    const vm = new FakeVm('replay', now);
     ch.attach(vm);
     const r = rand(99);
     let line = 0;
@@ -238,7 +221,7 @@ describe('ConsoleChannel viewers', () => {
   test('a replay bigger than maxQueueBytes is not an overflow; replayLines 0 is live only', async () => {
     const hub = new ConsoleHub({ now });
     const ch = hub.channel('big');
-    const vm = new FakeVm('big');
+    const vm = new FakeVm('big', now);
     ch.attach(vm);
     vm.out('a'.repeat(10_000) + '\n');
     const rec = recorder({ full: () => true });
@@ -259,7 +242,7 @@ describe('ConsoleChannel viewers', () => {
     const rw = ch.addViewer(recorder().sink);
     const ro = ch.addViewer({ ...recorder().sink, readOnly: true });
     assert.equal(rw.input('early'), false, 'no VM attached yet');
-    const vm = new FakeVm('keys');
+    const vm = new FakeVm('keys', now);
     ch.attach(vm);
     assert.equal(rw.input('root\r'), true);
     assert.equal(ro.input('rm -rf /\r'), false);
@@ -272,7 +255,7 @@ describe('ConsoleChannel viewers', () => {
   test('a throwing sink ends only its own viewer; a sink calling back into the channel keeps order', async () => {
     const hub = new ConsoleHub({ now });
     const ch = hub.channel('odd');
-    const vm = new FakeVm('odd');
+    const vm = new FakeVm('odd', now);
     const bad = recorder();
     const bv = ch.addViewer({ ...bad.sink, write: () => { throw new Error('socket gone'); } });
     let reentered = false;
@@ -319,7 +302,7 @@ describe('ConsoleHub history', () => {
   test('from memory, and from disk after a restart (seeding the new channel)', async () => {
     const dataDir = freshDataDir();
     const hub = new ConsoleHub({ dataDir, now });
-    const vm = new FakeVm('carol');
+    const vm = new FakeVm('carol', now);
     hub.attach(vm);
     vm.out('one\ntwo\nthree\nprompt$ ');
     vm.exit('guest powered off');
@@ -332,7 +315,7 @@ describe('ConsoleHub history', () => {
     assert.equal(restarted.history('carol', { lines: 3 }).toString(), 'three\nprompt$ \r\n[sshvisor 2026-11-22T10:00:00Z] VM exited: guest powered off\r\n');
     assert.equal(restarted.get('carol'), undefined, 'history from disk creates no channel');
     assert.equal(restarted.history('nobody').length, 0);
-    const again = new FakeVm('carol');
+    const again = new FakeVm('carol', now);
     const ch = restarted.attach(again);
     again.out('booted again\n');
     assert.equal(ch.history().toString(), `${before}${STARTED}booted again\n`);
@@ -343,8 +326,8 @@ describe('ConsoleHub history', () => {
 
   test('memory-only hub and metrics', async () => {
     const hub = new ConsoleHub({ now });
-    const a = new FakeVm('a1');
-    const b = new FakeVm('b1');
+    const a = new FakeVm('a1', now);
+    const b = new FakeVm('b1', now);
     hub.attach(a);
     hub.attach(b);
     hub.channel('a1').addViewer(recorder().sink);

@@ -1,6 +1,5 @@
 import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { EventEmitter } from 'node:events';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { connect, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -15,7 +14,7 @@ import {
   type ConsoleTcpServerOptions,
 } from '../../src/console/console-tcp-server.js';
 import { UserError } from '../../src/util/errors.js';
-import type { VmEvents } from '../../src/vm/driver.js';
+import { FakeVm } from '../helpers/fake-vm.js';
 
 const root = mkdtempSync(join(tmpdir(), 'sshvisor-console-tcp-'));
 after(() => rmSync(root, { recursive: true, force: true }));
@@ -25,18 +24,6 @@ const freshDataDir = (): string => join(root, `data${n++}`);
 const T = new Date('2026-11-22T10:00:00Z');
 const STARTED = '[sshvisor 2026-11-22T10:00:00Z] VM started\r\n';
 
-class FakeVm extends EventEmitter<VmEvents> {
-  typed: string[] = [];
-  constructor(readonly name: string) {
-    super();
-  }
-  writeConsole(data: Buffer | string): void {
-    this.typed.push(data.toString());
-  }
-  out(s: string | Buffer): void {
-    this.emit('console', Buffer.isBuffer(s) ? s : Buffer.from(s, 'latin1'));
-  }
-}
 
 type LogLine = { level: number; msg: string; [k: string]: unknown };
 

@@ -1,7 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { EventEmitter } from 'node:events';
 import { closeSync, existsSync, fsyncSync, openSync, readFileSync, renameSync, rmSync } from 'node:fs';
-import { connect, type Socket } from 'node:net';
+import type { Socket } from 'node:net';
 import { join } from 'node:path';
 import { UserError } from '../../util/errors.js';
 import { ensurePrivateDir } from '../../util/paths.js';
@@ -11,6 +11,7 @@ import { buildQemuArgs, type QemuRuntimePaths } from './qemu-args.js';
 import { QmpClient, type QmpEvent } from './qmp-client.js';
 import { killAllOnExit } from './process-reaper.js';
 import { loadState, saveState } from './migration.js';
+import { connectUnix } from '../../util/unix-socket.js';
 
 const PANIC_TEXT = 'Kernel panic - not syncing';
 const START_TIMEOUT_MS = 15_000;
@@ -292,13 +293,3 @@ function fsyncPath(path: string): void {
   }
 }
 
-function connectUnix(path: string): Promise<Socket> {
-  return new Promise((resolve, reject) => {
-    const s = connect(path);
-    s.once('connect', () => {
-      s.off('error', reject);
-      resolve(s);
-    });
-    s.once('error', reject);
-  });
-}
