@@ -11,6 +11,7 @@ import { QemuDriver } from '../vm/qemu/qemu-driver.js';
 import { resolveAccel } from '../vm/accel.js';
 import { Store } from '../store/store.js';
 import { VmManager } from '../manager/vm-manager.js';
+import { gapMarker } from '../manager/reattach.js';
 import { createAuthenticator } from '../ssh/authenticator.js';
 import { loadOrCreateGatewayKey, loadOrCreateHostKey } from '../ssh/host-key.js';
 import { createSshServer } from '../ssh/server.js';
@@ -49,7 +50,8 @@ export function registerServeCommand(program: Command): void {
     const logger = createLogger(config.logLevel);
     // Everything that can fail on bad setup fails here, before the port opens.
     const image = config.kernel ? customImage(config) : { ...loadImage(config.imageDir), ...(config.consoleOnly ? { ssh: false } : {}) };
-    const driver = new QemuDriver();
+    // VMs outlive this process (a crash, kill -9): the next `serve` takes them over. SIGTERM still suspends them.
+    const driver = new QemuDriver({ survivesGateway: true });
     const accel = resolveAccel(config.accel);
     const adminKeys = config.adminKeys ? new AdminKeys(config.adminKeys, logger) : undefined;
     const store = Store.open(config.dataDir);
@@ -103,12 +105,16 @@ export function registerServeCommand(program: Command): void {
       onError: (vm, err) => logger.warn({ vm, err: String(err) }, 'console log write failed'),
     });
     // Attach before the VM starts, so its console is captured from the first byte.
-    manager.on('vm-created', (vm, { resumedFrom, cloned }) =>
+    manager.on('vm-created', (vm, { resumedFrom, cloned, reattached }) =>
       hub.attach(
         vm,
-        resumedFrom ? `VM resumed from the snapshot taken at ${isoSeconds(resumedFrom)}` : cloned ? 'VM started from the template' : 'VM started',
+        reattached
+          ? gapMarker(reattached.lostSince)
+          : resumedFrom ? `VM resumed from the snapshot taken at ${isoSeconds(resumedFrom)}` : cloned ? 'VM started from the template' : 'VM started',
       ),
     );
+    // Before the SSH port opens: a login must find its VM already taken over, not boot a second one.
+    await manager.reattach();
     const authenticator = createAuthenticator({ mode: config.auth, store, keysDir: config.keysDir, logger });
     const vmOps = createVmOps({ dataDir: config.dataDir, image: describeImage(image), memoryMiB: config.memory, cpus: config.cpus, manager, store, hub });
     ops = vmOps;

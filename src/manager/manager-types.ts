@@ -9,7 +9,7 @@ import type { SnapshotMeta } from './snapshot-files.js';
 export interface VmManagerOptions {
   driver: VmDriver;
   image: GuestImage;
-  store: Pick<Store, 'recordBoot' | 'recordExit' | 'recordResume'>;
+  store: Pick<Store, 'recordBoot' | 'recordExit' | 'recordResume' | 'listVms'>;
   logger: Logger;
   dataDir: string;
   accel: Accel;
@@ -45,6 +45,8 @@ export interface Entry {
   starting?: Promise<void>;
   connecting?: Promise<void>;
   startedAt?: number;
+  /** When this gateway took the VM over from an earlier one (reattach.ts); deadlines count from here. */
+  attachedAt?: number;
   /** When the snapshot this VM was resumed from was taken. */
   resumedFrom?: number;
   /** Resolves when the guest says its SSH daemon is up (at once for a resumed guest, whose daemon never went away). */

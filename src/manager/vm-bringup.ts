@@ -156,7 +156,7 @@ export class VmBringup {
     const pinFile = join(vm.spec.dir, GUEST_HOST_KEY_FILE);
     // Connecting before the guest's network is up costs seconds: QEMU's user network holds the
     // early SYNs and the TCP retransmit timer decides when they are tried again. Wait for the guest to say so.
-    const deadline = (entry.startedAt ?? Date.now()) + opts.bootTimeoutSec * 1000;
+    const deadline = (entry.attachedAt ?? entry.startedAt ?? Date.now()) + opts.bootTimeoutSec * 1000;
     await Promise.race([entry.guestReady, new Promise((r) => setTimeout(r, Math.max(0, deadline - Date.now())).unref())]);
     try {
       const guest = await connectGuest({

@@ -9,6 +9,7 @@ import type { GuestClient } from './guest-connection.js';
 import type { Entry, VmManagerOptions } from './manager-types.js';
 import { VmBringup } from './vm-bringup.js';
 import { deleteSnapshot, snapshotTakenAt } from './snapshot-files.js';
+import { endTemplateBuilds, lastHeartbeat, reattachAll, startHeartbeat, type ReattachOutcome } from './reattach.js';
 
 export type { VmManagerOptions } from './manager-types.js';
 
@@ -56,7 +57,7 @@ export type SuspendResult = { kind: 'suspended' } | { kind: 'failed'; exit: Exit
 
 export interface ManagerEvents {
   /** A VM was created and is about to start: attach to its console now to see every byte. */
-  'vm-created': [Vm, { resumedFrom?: Date; cloned?: boolean }];
+  'vm-created': [Vm, { resumedFrom?: Date; cloned?: boolean; reattached?: { lostSince?: Date } }];
   'vm-exit': [string, ExitInfo];
 }
 
@@ -71,12 +72,15 @@ export class VmManager extends EventEmitter<ManagerEvents> {
   /** Names being removed (`rm`): no session may bring them back meanwhile. */
   private readonly removing = new Set<string>();
   private closing = false;
+  private stopHeartbeat?: () => void;
 
   private readonly sweeper: NodeJS.Timeout;
   private readonly bringup: VmBringup;
 
   constructor(private readonly opts: VmManagerOptions) {
     super();
+    // Before the template build below can start over in the same directory.
+    endTemplateBuilds(opts.dataDir, opts.logger);
     this.bringup = new VmBringup(opts, {
       created: (vm, how) => this.emit('vm-created', vm, how),
       exited: (entry, vm, info) => this.onExit(entry, vm, info),
@@ -258,6 +262,27 @@ export class VmManager extends EventEmitter<ManagerEvents> {
     }
   }
 
+  /**
+   * Take over the VMs an earlier server left running (it crashed or was
+   * killed without suspending them): call once, before serving. From then on
+   * this server's heartbeat file tells a later one when it was last alive.
+   */
+  async reattach(): Promise<ReattachOutcome[]> {
+    const lostSince = lastHeartbeat(this.opts.dataDir);
+    this.stopHeartbeat = startHeartbeat(this.opts.dataDir);
+    return reattachAll(this.opts, {
+      register: (e) => this.entries.set(e.name, e),
+      exited: (e, vm, info) => this.onExit(e, vm, info),
+      created: (vm, since) => this.emit('vm-created', vm, { reattached: { lostSince: since } }),
+      adopted: (e) => {
+        // As if its last session had just ended: the idle timer starts fresh.
+        e.sessions = 1;
+        this.releaseSession(e);
+        if (this.opts.image.ssh) e.connecting ??= this.bringup.connect(e).catch(() => undefined).finally(() => (e.connecting = undefined));
+      },
+    }, lostSince);
+  }
+
   private vmDir(name: string): string {
     return join(this.opts.dataDir, 'vms', name);
   }
@@ -266,6 +291,7 @@ export class VmManager extends EventEmitter<ManagerEvents> {
   async shutdown(): Promise<void> {
     this.closing = true;
     clearInterval(this.sweeper);
+    this.stopHeartbeat?.();
     await Promise.all(
       [...this.entries.values()].map(async (e) => {
         this.clearIdle(e);

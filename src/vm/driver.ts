@@ -126,4 +126,12 @@ export interface VmDriver {
   /** e.g. "qemu 7.2.22", the same string Vm.hypervisorVersion reports. */
   readonly version: string;
   create(spec: VmSpec): Vm;
+  /**
+   * The VM an earlier gateway process left running in `dir` (a VmSpec.dir),
+   * as a Vm whose start() takes it over instead of launching one: the
+   * console is captured again from that moment on, and a guest left paused
+   * is reported as 'paused'. Undefined when no live VM is there; whatever a
+   * dead one left (pid file, sockets) is cleaned up.
+   */
+  attach(dir: string): Promise<Vm | undefined>;
 }

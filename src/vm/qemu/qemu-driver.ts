@@ -4,6 +4,7 @@ import { assertVmName } from '../vm-name.js';
 import { hostTscKhz } from '../accel.js';
 import { requireTool } from '../../util/tools.js';
 import { QemuVm } from './qemu-vm.js';
+import { findLiveQemuVm } from './qemu-attach.js';
 
 /** VMs as qemu-system-x86_64 -M microvm processes, driven over QMP. */
 export class QemuDriver implements VmDriver {
@@ -13,7 +14,8 @@ export class QemuDriver implements VmDriver {
 
   readonly version: string;
 
-  constructor() {
+  /** `survivesGateway`: QEMU outlives this process (sshvisor serve); otherwise it dies with it (tests, library use). */
+  constructor(private readonly options: { survivesGateway?: boolean } = {}) {
     this.qemuBinary = requireTool('qemu-system-x86_64');
     this.tscKhz = hostTscKhz();
     const out = execFileSync(this.qemuBinary, ['--version'], { encoding: 'utf8' });
@@ -22,6 +24,17 @@ export class QemuDriver implements VmDriver {
 
   create(spec: VmSpec): Vm {
     assertVmName(spec.name);
-    return new QemuVm(spec, { qemuBinary: this.qemuBinary, tscKhz: this.tscKhz });
+    return new QemuVm(spec, this.vmOptions());
+  }
+
+  async attach(dir: string): Promise<Vm | undefined> {
+    const found = await findLiveQemuVm(dir);
+    if (!found) return undefined;
+    assertVmName(found.spec.name);
+    return new QemuVm(found.spec, this.vmOptions(), found.adoption);
+  }
+
+  private vmOptions() {
+    return { qemuBinary: this.qemuBinary, tscKhz: this.tscKhz, survivesGateway: this.options.survivesGateway };
   }
 }

@@ -1,4 +1,3 @@
-import { spawn, type ChildProcess } from 'node:child_process';
 import { EventEmitter } from 'node:events';
 import { closeSync, existsSync, fsyncSync, openSync, readFileSync, renameSync, rmSync } from 'node:fs';
 import type { Socket } from 'node:net';
@@ -9,7 +8,9 @@ import type { ExitInfo, Vm, VmEvents, VmSpec, VmState, VmStatus } from '../drive
 import { freeLoopbackPort } from './free-port.js';
 import { buildQemuArgs, type QemuRuntimePaths } from './qemu-args.js';
 import { QmpClient, type QmpEvent } from './qmp-client.js';
-import { killAllOnExit } from './process-reaper.js';
+import { adoptQemu, spawnQemu, type QemuProcess } from './qemu-process.js';
+import { classifyExit, type EndRequest } from './qemu-exit.js';
+import { runtimePath, writeRuntime } from './qemu-runtime.js';
 import { loadState, saveState } from './migration.js';
 import { connectUnix } from '../../util/unix-socket.js';
 
@@ -19,16 +20,22 @@ const START_TIMEOUT_MS = 15_000;
 export interface QemuVmOptions {
   qemuBinary: string;
   tscKhz?: number;
+  /** QEMU outlives this Node process (see spawnQemu); a later gateway takes it over with QemuDriver.attach. */
+  survivesGateway?: boolean;
 }
 
-/** Why the host side asked the VM to end, if it did: decides between stopped, killed and crashed. */
-type EndRequest = 'stop' | 'stop-forced' | 'kill' | 'suspend';
+/** A QEMU an earlier gateway process left running, to be taken over by start(). */
+export interface Adoption {
+  pid: number;
+  startedAt: number;
+  sshHostPort: number | null;
+}
 
 export class QemuVm extends EventEmitter<VmEvents> implements Vm {
   readonly name: string;
   readonly exited: Promise<ExitInfo>;
   private _state: VmState = 'created';
-  private child?: ChildProcess;
+  private proc?: QemuProcess;
   private qmp?: QmpClient;
   private consoleSocket?: Socket;
   private shutdownReason?: string;
@@ -46,6 +53,7 @@ export class QemuVm extends EventEmitter<VmEvents> implements Vm {
   constructor(
     readonly spec: VmSpec,
     private readonly opts: QemuVmOptions,
+    private readonly adoption?: Adoption,
   ) {
     super();
     this.name = spec.name;
@@ -62,7 +70,7 @@ export class QemuVm extends EventEmitter<VmEvents> implements Vm {
     return this._state;
   }
   get pid(): number | undefined {
-    return this.child?.pid;
+    return this.proc?.pid;
   }
   get sshEndpoint(): { host: string; port: number } | undefined {
     return this._sshEndpoint;
@@ -71,31 +79,21 @@ export class QemuVm extends EventEmitter<VmEvents> implements Vm {
   async start(): Promise<void> {
     if (this._state !== 'created') throw new Error(`VM ${this.name} was already started`);
     this.setState('starting');
+    if (this.adoption) return this.takeOver(this.adoption);
     ensurePrivateDir(this.spec.dir);
     this.removeRuntimeFiles();
     const sshHostPort = this.spec.network.exposeSsh ? await freeLoopbackPort() : undefined;
     const args = buildQemuArgs(this.spec, this.paths, { tscKhz: this.opts.tscKhz, sshHostPort });
 
-    const stderrFd = openSync(this.paths.stderrLog, 'a', 0o600);
-    try {
-      this.child = spawn(this.opts.qemuBinary, args, { stdio: ['ignore', 'ignore', stderrFd] });
-    } finally {
-      closeSync(stderrFd);
-    }
-    killAllOnExit(this.child);
-    this.child.on('exit', (code, signal) => this.onExit(code, signal));
-    this.child.on('error', () => this.onExit(null, null));
+    this.proc = spawnQemu(this.opts.qemuBinary, args, { logFile: this.paths.stderrLog, survivesGateway: !!this.opts.survivesGateway });
+    this.proc.onExit((code, signal) => this.onExit(code, signal));
 
     try {
       await this.waitForSockets();
-      this.qmp = await QmpClient.connect(this.paths.qmpSocket);
-      this.qmp.on('event', (e) => this.onQmpEvent(e));
-      this.consoleSocket = await connectUnix(this.paths.consoleSocket);
-      this.consoleSocket.on('data', (b: Buffer) => this.onConsole(b));
-      this.consoleSocket.on('error', () => {});
+      await this.connectSockets();
       const restore = this.spec.restoreFrom;
-      if (restore) await loadState(this.qmp, restore.stateFile, restore.ramInState);
-      await this.qmp.execute('cont');
+      if (restore) await loadState(this.qmp!, restore.stateFile, restore.ramInState);
+      await this.qmp!.execute('cont');
     } catch (err) {
       if (!this.exitInfo) await this.kill();
       const why = this.stderrTail() || (err as Error).message;
@@ -103,7 +101,41 @@ export class QemuVm extends EventEmitter<VmEvents> implements Vm {
     }
     if (sshHostPort) this._sshEndpoint = { host: '127.0.0.1', port: sshHostPort };
     this.startedAt = new Date();
+    if (this.opts.survivesGateway && this.proc.pid) {
+      const { restoreFrom: _, ...spec } = this.spec;
+      writeRuntime(this.spec.dir, { pid: this.proc.pid, startedAt: this.startedAt.getTime(), sshHostPort: sshHostPort ?? null, spec });
+    }
     this.setState('running');
+  }
+
+  /**
+   * Take over a QEMU an earlier gateway process started: connect QMP and the
+   * console again (their server sockets accept a new client). A guest left
+   * paused (a suspend cut short) stays paused: the caller decides.
+   */
+  private async takeOver(a: Adoption): Promise<void> {
+    this.proc = adoptQemu(a.pid);
+    this.proc.onExit((code, signal) => this.onExit(code, signal));
+    let status: string;
+    try {
+      await this.connectSockets();
+      status = (await this.qmp!.execute('query-status')).status;
+      if (!['running', 'paused', 'postmigrate'].includes(status)) throw new Error(`it is in state ${status}`);
+    } catch (err) {
+      if (!this.exitInfo) await this.kill();
+      throw new UserError(`VM ${this.name} could not be taken over: ${(err as Error).message}`);
+    }
+    if (a.sshHostPort) this._sshEndpoint = { host: '127.0.0.1', port: a.sshHostPort };
+    this.startedAt = new Date(a.startedAt);
+    this.setState(status === 'running' ? 'running' : 'paused');
+  }
+
+  private async connectSockets(): Promise<void> {
+    this.qmp = await QmpClient.connect(this.paths.qmpSocket);
+    this.qmp.on('event', (e) => this.onQmpEvent(e));
+    this.consoleSocket = await connectUnix(this.paths.consoleSocket);
+    this.consoleSocket.on('data', (b: Buffer) => this.onConsole(b));
+    this.consoleSocket.on('error', () => {});
   }
 
   async stop(options: { timeoutMs?: number } = {}): Promise<ExitInfo> {
@@ -129,7 +161,7 @@ export class QemuVm extends EventEmitter<VmEvents> implements Vm {
     clearTimeout(timer);
     if (timedOut) {
       this.endRequest = 'stop-forced';
-      this.child?.kill('SIGKILL');
+      this.proc?.kill('SIGKILL');
     }
     return this.exited;
   }
@@ -171,12 +203,12 @@ export class QemuVm extends EventEmitter<VmEvents> implements Vm {
 
   async kill(): Promise<ExitInfo> {
     if (this.exitInfo) return this.exitInfo;
-    if (!this.child) {
+    if (!this.proc) {
       this.onExit(null, null);
       return this.exited;
     }
     this.endRequest ??= 'kill';
-    this.child.kill('SIGKILL');
+    this.proc.kill('SIGKILL');
     return this.exited;
   }
 
@@ -248,28 +280,17 @@ export class QemuVm extends EventEmitter<VmEvents> implements Vm {
     }
   }
 
-  private classifyExit(code: number | null, signal: NodeJS.Signals | null): Pick<ExitInfo, 'reason' | 'detail'> {
-    if (this.endRequest === 'kill') return { reason: 'killed', detail: 'killed by sshvisor' };
-    if (this.endRequest === 'suspend') return { reason: 'suspended', detail: 'suspended to disk' };
-    if (this.panicSeen) return { reason: 'panic', detail: 'guest kernel panic' };
-    if (this.guestPanicked) return { reason: 'panic', detail: 'guest panic' };
-    if (this.endRequest === 'stop-forced') return { reason: 'stopped', detail: 'guest ignored the power-off request and was killed' };
-    if (this.shutdownReason === 'guest-shutdown') {
-      return this.endRequest === 'stop'
-        ? { reason: 'stopped', detail: 'guest powered off on request' }
-        : { reason: 'poweroff', detail: 'guest powered off' };
-    }
-    if (this.shutdownReason === 'guest-reset') return { reason: 'reboot', detail: 'guest rebooted' };
-    if (this.shutdownReason === 'guest-panic') return { reason: 'panic', detail: 'guest panic' };
-    if (this.shutdownReason?.startsWith('host-')) return { reason: 'stopped', detail: `stopped by the host (${this.shutdownReason})` };
-    if (signal) return { reason: 'crashed', detail: `qemu killed by ${signal}` };
-    const tail = this.stderrTail();
-    return { reason: 'crashed', detail: `qemu exited with code ${code}${tail ? `: ${tail}` : ''}` };
-  }
-
   private onExit(code: number | null, signal: NodeJS.Signals | null): void {
     if (this.exitInfo) return;
-    this.exitInfo = { ...this.classifyExit(code, signal), code, signal, at: new Date() };
+    const facts = {
+      endRequest: this.endRequest,
+      panicSeen: this.panicSeen,
+      guestPanicked: this.guestPanicked,
+      shutdownReason: this.shutdownReason,
+      adopted: !!this.proc?.adopted,
+      logTail: () => this.stderrTail(),
+    };
+    this.exitInfo = { ...classifyExit(code, signal, facts), code, signal, at: new Date() };
     this.qmp?.close();
     this.consoleSocket?.destroy();
     this.removeRuntimeFiles();
@@ -280,7 +301,7 @@ export class QemuVm extends EventEmitter<VmEvents> implements Vm {
   }
 
   private removeRuntimeFiles(): void {
-    for (const f of [this.paths.qmpSocket, this.paths.consoleSocket, this.paths.pidFile]) rmSync(f, { force: true });
+    for (const f of [this.paths.qmpSocket, this.paths.consoleSocket, this.paths.pidFile, runtimePath(this.spec.dir)]) rmSync(f, { force: true });
   }
 }
 

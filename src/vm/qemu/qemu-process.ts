@@ -1,0 +1,114 @@
+import { spawn } from 'node:child_process';
+import { closeSync, openSync, readFileSync } from 'node:fs';
+import { killAllOnExit } from './process-reaper.js';
+
+/**
+ * A QEMU process as QemuVm sees it: either a child this gateway spawned, or
+ * one an earlier gateway process spawned and this one took over (adopted),
+ * whose exit can only be noticed by watching its pid.
+ */
+export interface QemuProcess {
+  readonly pid: number | undefined;
+  /** Not our child: the exit status is unknown when it ends. */
+  readonly adopted: boolean;
+  kill(signal: NodeJS.Signals): void;
+  onExit(listener: (code: number | null, signal: NodeJS.Signals | null) => void): void;
+}
+
+export interface SpawnQemuOptions {
+  /** QEMU's stdout and stderr go here (appended). */
+  logFile: string;
+  /**
+   * Run QEMU in a session of its own, outside the reaper: it survives the
+   * gateway process (a crash, a kill -9) and a later gateway adopts it.
+   * Without it, QEMU dies with the Node process (tests, library use).
+   */
+  survivesGateway: boolean;
+}
+
+export function spawnQemu(binary: string, args: string[], opts: SpawnQemuOptions): QemuProcess {
+  // A file, not a pipe: a pipe would break (SIGPIPE, EPIPE) the moment the gateway dies.
+  const logFd = openSync(opts.logFile, 'a', 0o600);
+  let child;
+  try {
+    child = spawn(binary, args, { stdio: ['ignore', logFd, logFd], detached: opts.survivesGateway });
+  } finally {
+    closeSync(logFd);
+  }
+  if (opts.survivesGateway) child.unref();
+  else killAllOnExit(child);
+  const c = child;
+  return {
+    pid: c.pid,
+    adopted: false,
+    kill: (signal) => void c.kill(signal),
+    onExit: (listener) => {
+      c.once('exit', listener);
+      c.once('error', () => listener(null, null));
+    },
+  };
+}
+
+const WATCH_INTERVAL_MS = 250;
+
+/** Take over a running QEMU that is not our child; its end is noticed by polling /proc. */
+export function adoptQemu(pid: number): QemuProcess {
+  const listeners: Array<(code: number | null, signal: NodeJS.Signals | null) => void> = [];
+  let ended = false;
+  const timer = setInterval(() => {
+    if (isAlive(pid)) return;
+    ended = true;
+    clearInterval(timer);
+    for (const l of listeners) l(null, null);
+  }, WATCH_INTERVAL_MS);
+  timer.unref();
+  return {
+    pid,
+    adopted: true,
+    kill: (signal) => {
+      if (ended) return;
+      try {
+        process.kill(pid, signal);
+      } catch {
+        // Already gone: the watcher reports it.
+      }
+    },
+    onExit: (listener) => void listeners.push(listener),
+  };
+}
+
+/**
+ * Whether `pid` is a live process (not a zombie: a QEMU orphaned by a killed
+ * gateway is reparented to a process that may never reap it).
+ */
+export function isAlive(pid: number): boolean {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    // The state follows the command name, which is in parentheses and may itself contain any character.
+    const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
+    return state !== 'Z' && state !== 'X' && state !== '';
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * The pid in `pidFile` if that process is alive and is the QEMU that serves
+ * `qmpSocket` (its command line names it): a pid file left by a QEMU that
+ * died may by now name an unrelated process.
+ */
+export function findLiveQemu(pidFile: string, qmpSocket: string): number | undefined {
+  let pid: number;
+  try {
+    pid = Number.parseInt(readFileSync(pidFile, 'utf8').trim(), 10);
+  } catch {
+    return undefined;
+  }
+  if (!Number.isInteger(pid) || pid <= 1 || !isAlive(pid)) return undefined;
+  try {
+    const argv = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
+    return argv.some((a) => a.includes(qmpSocket)) ? pid : undefined;
+  } catch {
+    return undefined;
+  }
+}
