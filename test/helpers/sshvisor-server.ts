@@ -1,5 +1,5 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { freeLoopbackPort } from '../../src/vm/qemu/free-port.js';
@@ -30,7 +30,9 @@ export class SshvisorServer {
 
   async start(): Promise<this> {
     const image = await testImage();
-    this.port = await freeLoopbackPort();
+    // A restart (after kill9) keeps the port: clients and known_hosts stay valid.
+    this.port ||= await freeLoopbackPort();
+    this.log = '';
     mkdirSync(this.dataDir, { recursive: true });
     this.child = spawn(
       process.execPath,
@@ -91,6 +93,24 @@ export class SshvisorServer {
     while (this.events(event).length < count) {
       if (Date.now() > deadline) throw new Error(`no ${count}x "${event}" in the server log within ${timeoutMs} ms`);
       await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+
+  /** kill -9 the server (no suspend, no cleanup): its VMs are left running for the next start() on the same data dir. */
+  async kill9(): Promise<void> {
+    const child = this.child;
+    if (!child || child.exitCode !== null || child.signalCode !== null) return;
+    const exited = new Promise((r) => child.once('exit', r));
+    child.kill('SIGKILL');
+    await exited;
+  }
+
+  /** The pid of NAME's QEMU from its pid file, if it has one. */
+  qemuPid(name: string): number | undefined {
+    try {
+      return Number.parseInt(readFileSync(join(this.dataDir, 'vms', name, 'qemu.pid'), 'utf8').trim(), 10);
+    } catch {
+      return undefined;
     }
   }
 

@@ -1,0 +1,110 @@
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { SshvisorServer } from '../helpers/sshvisor-server.js';
+import { isAlive } from '../../src/vm/qemu/qemu-process.js';
+
+const BOOT_ID = 'cat /proc/sys/kernel/random/boot_id';
+
+async function waitUntil(what: string, check: () => boolean, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!check()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting until ${what}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+/**
+ * The gateway is not a single point of loss: kill -9 `sshvisor serve`, and
+ * its VMs keep running; the next `serve` on the same data dir takes them
+ * over, with real VMs and real OpenSSH clients.
+ */
+describe('gateway restart', () => {
+  let server: SshvisorServer;
+  let key: string;
+  const qemuPids: number[] = [];
+
+  before(async () => {
+    // No idle suspend: the VM must be running when the gateway dies.
+    server = await new SshvisorServer(['--idle-timeout', '0']).start();
+    key = server.makeKey('alice');
+  });
+  after(async () => {
+    // stop() also kills any QEMU under the data dir; check by pid that none is left.
+    await server.stop();
+    for (const pid of qemuPids) assert.equal(isAlive(pid), false, `QEMU ${pid} is gone after the test`);
+  });
+
+  it('after kill -9 of serve, the VM keeps running and the next serve takes it over: same boot, processes and /tmp', async () => {
+    const first = await server.ssh('alice', key, [
+      // A process of the user's, a file in tmpfs (gone on any reboot), and a console line printed while no gateway listens.
+      `setsid sleep 10000 </dev/null >/dev/null 2>&1 & echo $!; echo kept > /tmp/kept; ${BOOT_ID}; ` +
+        `setsid sh -c 'sleep 2; echo printed-during-the-gap > /dev/ttyS0' </dev/null >/dev/null 2>&1 &`,
+    ]);
+    assert.equal(first.code, 0, first.stderr);
+    const [sleepPid, bootId] = first.stdout.trim().split('\n');
+    assert.match(sleepPid!, /^\d+$/);
+    const qemuPid = server.qemuPid('alice');
+    assert.ok(qemuPid, 'QEMU wrote its pid file');
+    qemuPids.push(qemuPid);
+
+    await server.kill9();
+    assert.ok(isAlive(qemuPid), 'QEMU outlives the gateway');
+    // Let the guest print its line while nothing is attached to the console.
+    await new Promise((r) => setTimeout(r, 4000));
+    assert.ok(isAlive(qemuPid), 'and keeps running without it');
+
+    await server.start();
+    await server.waitForEvent('vm-reattached');
+    assert.equal(server.events('vm-reattached')[0]!.pid, qemuPid);
+
+    const again = await server.ssh('alice', key, [`${BOOT_ID}; kill -0 ${sleepPid} && echo alive; cat /tmp/kept; echo printed-after-reattach > /dev/ttyS0`]);
+    assert.equal(again.code, 0, again.stderr);
+    assert.deepEqual(again.stdout.trim().split('\n'), [bootId, 'alive', 'kept'], 'same boot, the process and the tmpfs file are still there');
+    assert.equal(server.qemuPid('alice'), qemuPid, 'the same QEMU');
+    assert.equal(server.events('vm-boot').length + server.events('vm-resume').length, 0, 'nothing was booted or resumed');
+
+    let logs = '';
+    for (const deadline = Date.now() + 30_000; Date.now() < deadline; await new Promise((r) => setTimeout(r, 500))) {
+      logs = (await server.ssh('alice+logs', key)).stdout;
+      if (logs.includes('printed-after-reattach')) break;
+    }
+    assert.ok(logs.includes('printed-after-reattach'), 'the line printed after the take-over is captured');
+    assert.match(logs, /\[sshvisor [^\]]+\] gateway restarted: console output between \d{4}-\d\d-\d\dT[\d:]+Z and \d{4}-\d\d-\d\dT[\d:]+Z was not captured\r\n/);
+    const gap = logs.indexOf('gateway restarted');
+    assert.ok(logs.indexOf('printed-after-reattach') > gap, 'output after the take-over is captured, after the marker');
+    // QEMU drops console output while no client is connected: the line printed in the gap is expected to be missing.
+    console.log(`# line printed during the gap ${logs.includes('printed-during-the-gap') ? 'WAS' : 'was not'} captured`);
+  });
+
+  it('a VM whose QEMU died while no gateway ran is reported gone, and the next login boots it cleanly', async () => {
+    const before = await server.ssh('alice', key, [`echo on-disk > /root/kept; sync; ${BOOT_ID}`]);
+    assert.equal(before.code, 0, before.stderr);
+    const bootId = before.stdout.trim();
+    const qemuPid = server.qemuPid('alice')!;
+    qemuPids.push(qemuPid);
+
+    await server.kill9();
+    process.kill(qemuPid, 'SIGKILL');
+    await waitUntil('QEMU is dead', () => !isAlive(qemuPid));
+
+    await server.start();
+    await server.waitForEvent('vm-gone');
+    assert.equal(server.events('vm-reattached').length, 0);
+    const dir = join(server.dataDir, 'vms', 'alice');
+    for (const f of ['qemu.pid', 'qmp.sock', 'console.sock', 'qemu.json']) assert.equal(existsSync(join(dir, f)), false, `stale ${f} removed`);
+
+    const status = await server.ssh('alice+status', key);
+    assert.match(status.stdout, /found gone at restart/, status.stdout);
+
+    const r = await server.ssh('alice', key, [`${BOOT_ID}; cat /root/kept; test -e /tmp/kept || echo tmp-gone`]);
+    assert.equal(r.code, 0, r.stderr);
+    const [newBoot, kept, tmp] = r.stdout.trim().split('\n');
+    assert.notEqual(newBoot, bootId, 'a new boot');
+    assert.equal(kept, 'on-disk', 'the disk is intact');
+    assert.equal(tmp, 'tmp-gone');
+    assert.equal(server.events('vm-boot').length, 1);
+    qemuPids.push(server.qemuPid('alice')!);
+  });
+});
