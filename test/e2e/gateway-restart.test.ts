@@ -24,6 +24,8 @@ describe('gateway restart', () => {
   let server: SshvisorServer;
   let key: string;
   const qemuPids: number[] = [];
+  /** The guest of the first test, carried on by the next. */
+  const first = { bootId: '', sleepPid: '' };
 
   before(async () => {
     // No idle suspend: the VM must be running when the gateway dies.
@@ -37,13 +39,14 @@ describe('gateway restart', () => {
   });
 
   it('after kill -9 of serve, the VM keeps running and the next serve takes it over: same boot, processes and /tmp', async () => {
-    const first = await server.ssh('alice', key, [
+    const started = await server.ssh('alice', key, [
       // A process of the user's, a file in tmpfs (gone on any reboot), and a console line printed while no gateway listens.
       `setsid sleep 10000 </dev/null >/dev/null 2>&1 & echo $!; echo kept > /tmp/kept; ${BOOT_ID}; ` +
         `setsid sh -c 'sleep 2; echo printed-during-the-gap > /dev/ttyS0' </dev/null >/dev/null 2>&1 &`,
     ]);
-    assert.equal(first.code, 0, first.stderr);
-    const [sleepPid, bootId] = first.stdout.trim().split('\n');
+    assert.equal(started.code, 0, started.stderr);
+    const [sleepPid, bootId] = started.stdout.trim().split('\n');
+    Object.assign(first, { sleepPid, bootId });
     assert.match(sleepPid!, /^\d+$/);
     const qemuPid = server.qemuPid('alice');
     assert.ok(qemuPid, 'QEMU wrote its pid file');
@@ -76,6 +79,32 @@ describe('gateway restart', () => {
     assert.ok(logs.indexOf('printed-after-reattach') > gap, 'output after the take-over is captured, after the marker');
     // QEMU drops console output while no client is connected: the line printed in the gap is expected to be missing.
     console.log(`# line printed during the gap ${logs.includes('printed-during-the-gap') ? 'WAS' : 'was not'} captured`);
+  });
+
+  it('a VM taken over is suspended by SIGTERM as usual, and one that powers itself off is seen to exit', async () => {
+    assert.ok(first.bootId, 'runs after the first test');
+    await server.stop({ keepFiles: true });
+    assert.equal(server.events('vm-suspend').length, 1, 'SIGTERM suspended the VM taken over');
+    assert.ok(existsSync(join(server.dataDir, 'vms', 'alice', 'snapshot.json')));
+
+    await server.start();
+    const resumed = await server.ssh('alice', key, [`${BOOT_ID}; kill -0 ${first.sleepPid} && echo alive`]);
+    assert.equal(resumed.code, 0, `${resumed.stderr}\n${server.log.slice(-4000)}`);
+    assert.deepEqual(resumed.stdout.trim().split('\n'), [first.bootId, 'alive'], 'resumed from the snapshot, same boot');
+    assert.equal(server.events('vm-resume').length, 1);
+    const qemuPid = server.qemuPid('alice')!;
+    qemuPids.push(qemuPid);
+
+    await server.kill9();
+    await server.start();
+    await server.waitForEvent('vm-reattached');
+    const off = await server.ssh('alice', key, [`(setsid sh -c 'sleep 1; poweroff' > /dev/null 2>&1 < /dev/null &)`]);
+    assert.equal(off.code, 0, off.stderr);
+    await server.waitForEvent('vm-exit', 1, 60_000);
+    const exit = server.events('vm-exit')[0]!;
+    assert.equal(exit.reason, 'poweroff', JSON.stringify(exit));
+    await waitUntil('the QEMU taken over is gone', () => !isAlive(qemuPid));
+    assert.equal(server.qemuPid('alice'), undefined, 'its pid file removed');
   });
 
   it('a VM whose QEMU died while no gateway ran is reported gone, and the next login boots it cleanly', async () => {
