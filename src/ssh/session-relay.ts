@@ -92,10 +92,8 @@ export function relaySession(session: Session, vmName: string, acquire: AcquireV
     // 'close' can come while output still sits in the pipes; the exit status must follow the last byte.
     const drained = Promise.all([once(channel, 'end'), once(channel.stderr, 'end')]);
 
-    let exit: { code: number } | { signal: string; core: boolean; message: string } | undefined;
-    channel.on('exit', (code: number | null, signal?: string, core?: boolean, message?: string) => {
-      exit = code !== null && code !== undefined ? { code } : { signal: signal ?? 'KILL', core: !!core, message: message ?? '' };
-    });
+    let exit = exitsSeen.get(channel);
+    channel.on('exit', () => (exit = exitsSeen.get(channel)));
     channel.once('close', async () => {
       await Promise.race([drained, new Promise((r) => setTimeout(r, 5000))]);
       if (exit && 'code' in exit) stream.exit(exit.code);
@@ -107,11 +105,25 @@ export function relaySession(session: Session, vmName: string, acquire: AcquireV
   }
 }
 
+type ExitStatus = { code: number } | { signal: string; core: boolean; message: string };
+/**
+ * Each guest channel's exit status, recorded from the moment the channel is
+ * open: a quick command's status can arrive in the same read as the exec's
+ * success, so ssh2 emits 'exit' before an `await` for the channel returns.
+ */
+const exitsSeen = new WeakMap<GuestChannel, ExitStatus>();
+
 function openGuestChannel(lease: Lease, start: Start, pty: PseudoTtyInfo | undefined, env: Record<string, string>): Promise<GuestChannel> {
   const guest = lease.guest;
   if (!guest) return Promise.reject(new Error('the VM has no SSH daemon'));
   return new Promise((resolve, reject) => {
-    const done = (err: Error | undefined, ch: GuestChannel): void => (err ? reject(err) : resolve(ch));
+    const done = (err: Error | undefined, ch: GuestChannel): void => {
+      if (err) return reject(err);
+      ch.on('exit', (code: number | null, signal?: string, core?: boolean, message?: string) =>
+        exitsSeen.set(ch, code !== null && code !== undefined ? { code } : { signal: signal ?? 'KILL', core: !!core, message: message ?? '' }),
+      );
+      resolve(ch);
+    };
     const ptyOpts = pty ? { rows: pty.rows, cols: pty.cols, height: pty.height, width: pty.width, term: pty.term, modes: pty.modes } : undefined;
     const withEnv = commandWithEnv(start.kind === 'exec' ? start.command : undefined, env);
     switch (start.kind) {
