@@ -113,6 +113,7 @@ export function registerServeCommand(program: Command): void {
           : resumedFrom ? `VM resumed from the snapshot taken at ${isoSeconds(resumedFrom)}` : cloned ? 'VM started from the template' : 'VM started',
       ),
     );
+    manager.on('vm-gone', (name, detail) => hub.channel(name).mark(`VM exited: ${detail}`));
     // Before the SSH port opens: a login must find its VM already taken over, not boot a second one.
     await manager.reattach();
     const authenticator = createAuthenticator({ mode: config.auth, store, keysDir: config.keysDir, logger });

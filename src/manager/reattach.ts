@@ -28,6 +28,8 @@ export interface ReattachHooks {
   created(vm: Vm, lostSince: Date | undefined): void;
   /** Taken over and running: start the idle timer, connect to the guest. */
   adopted(entry: Entry): void;
+  /** The VM was running per the store or its files, but its QEMU is gone. */
+  gone(name: string, detail: string): void;
 }
 
 export type ReattachOutcome =
@@ -95,6 +97,7 @@ async function reattachOne(opts: VmManagerOptions, hooks: ReattachHooks, name: s
   if (!vm) {
     opts.store.recordExit(name, 'crashed', GONE_DETAIL);
     logger.warn({ vm: name, event: 'vm-gone', detail: GONE_DETAIL }, 'VM found gone at restart; its next login resumes or boots it');
+    hooks.gone(name, GONE_DETAIL);
     return { name, kind: 'gone', detail: GONE_DETAIL };
   }
   const entry: Entry = { name, vm, sessions: 0, guestReady: Promise.resolve(), attachedAt: Date.now() };
@@ -135,7 +138,7 @@ async function reattachOne(opts: VmManagerOptions, hooks: ReattachHooks, name: s
 export function endTemplateBuilds(dataDir: string, logger: VmManagerOptions['logger']): void {
   const dir = join(dataDir, 'templates');
   if (!existsSync(dir)) return;
-  for (const pid of processesUsing(dir)) {
+  for (const pid of processesUsing(dir, 'qemu')) {
     try {
       process.kill(pid, 'SIGKILL');
       logger.info({ event: 'template-build-ended', pid }, 'ended a template build left running by an earlier server');

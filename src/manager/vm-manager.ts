@@ -59,6 +59,8 @@ export interface ManagerEvents {
   /** A VM was created and is about to start: attach to its console now to see every byte. */
   'vm-created': [Vm, { resumedFrom?: Date; cloned?: boolean; reattached?: { lostSince?: Date } }];
   'vm-exit': [string, ExitInfo];
+  /** At start (reattach): the VM was left running by an earlier server, but its QEMU has ended since. */
+  'vm-gone': [string, string];
 }
 
 /**
@@ -274,6 +276,7 @@ export class VmManager extends EventEmitter<ManagerEvents> {
       register: (e) => this.entries.set(e.name, e),
       exited: (e, vm, info) => this.onExit(e, vm, info),
       created: (vm, since) => this.emit('vm-created', vm, { reattached: { lostSince: since } }),
+      gone: (name, detail) => this.emit('vm-gone', name, detail),
       adopted: (e) => {
         // As if its last session had just ended: the idle timer starts fresh.
         e.sessions = 1;

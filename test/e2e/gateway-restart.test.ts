@@ -126,6 +126,8 @@ describe('gateway restart', () => {
 
     const status = await server.ssh('alice+status', key);
     assert.match(status.stdout, /found gone at restart/, status.stdout);
+    const logs = await server.ssh('alice+logs', key);
+    assert.match(logs.stdout, /\] VM exited: its QEMU ended while no sshvisor server was running \(found gone at restart\)\r\n$/);
 
     const r = await server.ssh('alice', key, [`${BOOT_ID}; cat /root/kept; test -e /tmp/kept || echo tmp-gone`]);
     assert.equal(r.code, 0, r.stderr);

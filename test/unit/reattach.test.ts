@@ -42,6 +42,7 @@ describe('finding a live QEMU by its pid file', () => {
     writeFileSync(pidFile, 'garbage\n');
     assert.equal(findLiveQemu(pidFile, qmp), undefined);
     assert.deepEqual(processesUsing(dir), [pid], 'found without its pid file too');
+    assert.deepEqual(processesUsing(dir, 'qemu'), [], 'but it is no QEMU');
   });
 
   test('a zombie (an orphan no one reaps) is not alive', async () => {
@@ -142,6 +143,7 @@ describe('reattachAll', () => {
       exited: (e, _vm, info) => exits.push(`${e.name}:${info.reason}`),
       created: (vm) => markers.push(vm.name),
       adopted: (e) => adopted.push(`${e.name}@${e.startedAt}`),
+      gone: (name) => markers.push(`${name} gone`),
     };
     const out = await reattachAll(opts, hooks);
     assert.deepEqual(
@@ -153,6 +155,6 @@ describe('reattachAll', () => {
     assert.equal(existsSync(join(dataDir, 'vms', 'paused', 'snapshot.state.partial')), false);
     assert.equal(vms.saved.state, 'exited');
     assert.deepEqual(exits.sort(), ['ghost:crashed', 'gone:crashed', 'saved:killed']);
-    assert.deepEqual(markers.sort(), ['paused', 'run', 'saved'], 'the console is attached before start');
+    assert.deepEqual(markers.sort(), ['ghost gone', 'gone gone', 'paused', 'run', 'saved'], 'the console is attached before start');
   });
 });

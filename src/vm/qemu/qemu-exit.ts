@@ -1,4 +1,15 @@
+import { readFileSync } from 'node:fs';
 import type { ExitInfo } from '../driver.js';
+
+/** The last line QEMU wrote to its log, without the program name: usually why it failed. */
+export function lastLogLine(path: string): string {
+  try {
+    const lines = readFileSync(path, 'utf8').trim().split('\n');
+    return (lines[lines.length - 1] ?? '').replace(/^qemu-system-x86_64: /, '');
+  } catch {
+    return '';
+  }
+}
 
 /** Why the host side asked the VM to end, if it did: decides between stopped, killed and crashed. */
 export type EndRequest = 'stop' | 'stop-forced' | 'kill' | 'suspend';

@@ -1,5 +1,5 @@
 import { EventEmitter } from 'node:events';
-import { closeSync, existsSync, fsyncSync, openSync, readFileSync, renameSync, rmSync } from 'node:fs';
+import { closeSync, existsSync, fsyncSync, openSync, renameSync, rmSync } from 'node:fs';
 import type { Socket } from 'node:net';
 import { join } from 'node:path';
 import { UserError } from '../../util/errors.js';
@@ -9,7 +9,7 @@ import { freeLoopbackPort } from './free-port.js';
 import { buildQemuArgs, type QemuRuntimePaths } from './qemu-args.js';
 import { QmpClient, type QmpEvent } from './qmp-client.js';
 import { adoptQemu, spawnQemu, type QemuProcess } from './qemu-process.js';
-import { classifyExit, type EndRequest } from './qemu-exit.js';
+import { classifyExit, lastLogLine, type EndRequest } from './qemu-exit.js';
 import { runtimePath, writeRuntime } from './qemu-runtime.js';
 import { loadState, saveState } from './migration.js';
 import { connectUnix } from '../../util/unix-socket.js';
@@ -93,6 +93,12 @@ export class QemuVm extends EventEmitter<VmEvents> implements Vm {
       await this.connectSockets();
       const restore = this.spec.restoreFrom;
       if (restore) await loadState(this.qmp!, restore.stateFile, restore.ramInState);
+      this.startedAt = new Date();
+      // Before the guest runs: a later gateway must never find it running without this record.
+      if (this.opts.survivesGateway && this.proc.pid) {
+        const { restoreFrom: _, ...spec } = this.spec;
+        writeRuntime(this.spec.dir, { pid: this.proc.pid, startedAt: this.startedAt.getTime(), sshHostPort: sshHostPort ?? null, spec });
+      }
       await this.qmp!.execute('cont');
     } catch (err) {
       if (!this.exitInfo) await this.kill();
@@ -100,11 +106,6 @@ export class QemuVm extends EventEmitter<VmEvents> implements Vm {
       throw new UserError(`VM ${this.name} failed to start: ${why}`);
     }
     if (sshHostPort) this._sshEndpoint = { host: '127.0.0.1', port: sshHostPort };
-    this.startedAt = new Date();
-    if (this.opts.survivesGateway && this.proc.pid) {
-      const { restoreFrom: _, ...spec } = this.spec;
-      writeRuntime(this.spec.dir, { pid: this.proc.pid, startedAt: this.startedAt.getTime(), sshHostPort: sshHostPort ?? null, spec });
-    }
     this.setState('running');
   }
 
@@ -272,12 +273,7 @@ export class QemuVm extends EventEmitter<VmEvents> implements Vm {
   }
 
   private stderrTail(): string {
-    try {
-      const lines = readFileSync(this.paths.stderrLog, 'utf8').trim().split('\n');
-      return (lines[lines.length - 1] ?? '').replace(/^qemu-system-x86_64: /, '');
-    } catch {
-      return '';
-    }
+    return lastLogLine(this.paths.stderrLog);
   }
 
   private onExit(code: number | null, signal: NodeJS.Signals | null): void {
