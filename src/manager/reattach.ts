@@ -138,7 +138,7 @@ async function reattachOne(opts: VmManagerOptions, hooks: ReattachHooks, name: s
 export function endTemplateBuilds(dataDir: string, logger: VmManagerOptions['logger']): void {
   const dir = join(dataDir, 'templates');
   if (!existsSync(dir)) return;
-  for (const pid of processesUsing(dir, 'qemu')) {
+  for (const pid of processesUsing(dir, { program: 'qemu', flag: '-pidfile' })) {
     try {
       process.kill(pid, 'SIGKILL');
       logger.info({ event: 'template-build-ended', pid }, 'ended a template build left running by an earlier server');

@@ -119,6 +119,8 @@ export class TemplateStore {
       network: { allowInternet: opts.allowInternet, exposeSsh: true },
       kernelArgs: this.kernelArgs(),
       memoryFile: snapshotPaths(this.dir).ram,
+      // A build this server does not finish is of no use to the next one.
+      ephemeral: true,
     });
     let text = '';
     const waiting = new Promise<void>((resolve, reject) => {

@@ -38,6 +38,11 @@ export interface VmSpec {
    * template other VMs share, and a suspend must then save RAM in the state.
    */
   memoryPrivate?: boolean;
+  /**
+   * Of use only to the process that started it (a template build): it ends
+   * with that process even when the driver's VMs outlive the gateway.
+   */
+  ephemeral?: boolean;
   /** Resume from the device state a suspend() wrote, instead of booting. */
   restoreFrom?: {
     stateFile: string;

@@ -4,6 +4,7 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { SshvisorServer } from '../helpers/sshvisor-server.js';
 import { isAlive } from '../../src/vm/qemu/qemu-process.js';
+import { processesUsing } from '../../src/util/processes.js';
 
 const BOOT_ID = 'cat /proc/sys/kernel/random/boot_id';
 
@@ -137,5 +138,55 @@ describe('gateway restart', () => {
     assert.equal(tmp, 'tmp-gone');
     assert.equal(server.events('vm-boot').length, 1);
     qemuPids.push(server.qemuPid('alice')!);
+  });
+});
+
+describe('gateway restart with templates', () => {
+  let server: SshvisorServer;
+  let key: string;
+  const pids: number[] = [];
+
+  before(async () => {
+    server = await new SshvisorServer(['--templates', '--idle-timeout', '0']).start();
+    key = server.makeKey('alice');
+  });
+  after(async () => {
+    await server.stop();
+    for (const pid of pids) assert.equal(isAlive(pid), false, `QEMU ${pid} is gone after the test`);
+  });
+
+  it('SIGTERM ends a template build; after kill -9 the next serve ends the orphaned build; a clone is taken over', async () => {
+    const templates = join(server.dataDir, 'templates');
+    const building = (): number[] => (existsSync(templates) ? processesUsing(templates, { program: 'qemu', flag: '-pidfile' }) : []);
+    await waitUntil('the template build runs', () => building().length > 0, 30_000);
+    const first = building();
+    pids.push(...first);
+    await server.signal('SIGTERM');
+    await waitUntil('the build ends with the server', () => first.every((pid) => !isAlive(pid)));
+
+    await server.start();
+    await waitUntil('the template build runs again', () => building().length > 0, 30_000);
+    const [orphan] = building();
+    pids.push(orphan!);
+    await server.kill9();
+    assert.ok(isAlive(orphan!), 'a kill -9 leaves the build running');
+    await server.start();
+    await server.waitForEvent('template-build-ended');
+    await waitUntil('the orphaned build is gone', () => !isAlive(orphan!));
+
+    // A clone maps the template's RAM (its command line names the templates dir): it must be taken over, not ended.
+    await server.waitForEvent('template-ready', 1, 180_000);
+    const cloned = await server.ssh('alice', key, [BOOT_ID]);
+    assert.equal(cloned.code, 0, cloned.stderr);
+    assert.equal(server.events('vm-clone').length, 1);
+    const qemuPid = server.qemuPid('alice')!;
+    pids.push(qemuPid);
+    await server.kill9();
+    await server.start();
+    await server.waitForEvent('vm-reattached');
+    assert.equal(server.events('template-build-ended').length, 0);
+    const again = await server.ssh('alice', key, [BOOT_ID]);
+    assert.equal(again.stdout, cloned.stdout, 'the same guest');
+    assert.equal(server.qemuPid('alice'), qemuPid);
   });
 });

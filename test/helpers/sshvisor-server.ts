@@ -97,11 +97,16 @@ export class SshvisorServer {
   }
 
   /** kill -9 the server (no suspend, no cleanup): its VMs are left running for the next start() on the same data dir. */
-  async kill9(): Promise<void> {
+  kill9(): Promise<void> {
+    return this.signal('SIGKILL');
+  }
+
+  /** Send the server `signal` and wait for it to exit, without stop()'s cleanup. */
+  async signal(signal: NodeJS.Signals): Promise<void> {
     const child = this.child;
     if (!child || child.exitCode !== null || child.signalCode !== null) return;
     const exited = new Promise((r) => child.once('exit', r));
-    child.kill('SIGKILL');
+    child.kill(signal);
     await exited;
   }
 

@@ -66,6 +66,10 @@ export class QemuVm extends EventEmitter<VmEvents> implements Vm {
     };
   }
 
+  private get survives(): boolean {
+    return !!this.opts.survivesGateway && !this.spec.ephemeral;
+  }
+
   get state(): VmState {
     return this._state;
   }
@@ -85,7 +89,7 @@ export class QemuVm extends EventEmitter<VmEvents> implements Vm {
     const sshHostPort = this.spec.network.exposeSsh ? await freeLoopbackPort() : undefined;
     const args = buildQemuArgs(this.spec, this.paths, { tscKhz: this.opts.tscKhz, sshHostPort });
 
-    this.proc = spawnQemu(this.opts.qemuBinary, args, { logFile: this.paths.stderrLog, survivesGateway: !!this.opts.survivesGateway });
+    this.proc = spawnQemu(this.opts.qemuBinary, args, { logFile: this.paths.stderrLog, survivesGateway: this.survives });
     this.proc.onExit((code, signal) => this.onExit(code, signal));
 
     try {
@@ -95,7 +99,7 @@ export class QemuVm extends EventEmitter<VmEvents> implements Vm {
       if (restore) await loadState(this.qmp!, restore.stateFile, restore.ramInState);
       this.startedAt = new Date();
       // Before the guest runs: a later gateway must never find it running without this record.
-      if (this.opts.survivesGateway && this.proc.pid) {
+      if (this.survives && this.proc.pid) {
         const { restoreFrom: _, ...spec } = this.spec;
         writeRuntime(this.spec.dir, { pid: this.proc.pid, startedAt: this.startedAt.getTime(), sshHostPort: sshHostPort ?? null, spec });
       }
