@@ -1,3 +1,4 @@
+import { closeSync, fsyncSync, openSync } from 'node:fs';
 import type { QmpClient } from './qmp-client.js';
 
 /**
@@ -40,3 +41,14 @@ export async function loadState(qmp: QmpClient, file: string, withRam = false, t
   await qmp.execute('migrate-incoming', { uri: `exec:cat ${shellQuote(file)}` });
   await waitForMigration(qmp, 'loading the VM state', timeoutMs);
 }
+
+/** A saved state (or the RAM file) must be on disk before the process that could rewrite it is gone. */
+export function fsyncPath(path: string): void {
+  const fd = openSync(path, 'r+');
+  try {
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+}
+

@@ -3,7 +3,11 @@ import type { ChildProcess } from 'node:child_process';
 /**
  * QEMU children still alive when this Node process exits (an uncaught error,
  * a test runner giving up) are killed with it, so no VM outlives the process
- * that owned it.
+ * that owned it. This is the default (tests, library use); `sshvisor serve`
+ * spawns its VMs outside it (qemu-process.ts, survivesGateway) so they
+ * survive a crash of the gateway, except ephemeral ones (a template build).
+ * A SIGKILL of this process runs no handler: a later gateway ends or adopts
+ * what is left (src/manager/reattach.ts).
  */
 const live = new Set<ChildProcess>();
 let hooked = false;

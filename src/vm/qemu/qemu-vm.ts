@@ -1,5 +1,5 @@
 import { EventEmitter } from 'node:events';
-import { closeSync, existsSync, fsyncSync, openSync, renameSync, rmSync } from 'node:fs';
+import { existsSync, renameSync, rmSync } from 'node:fs';
 import type { Socket } from 'node:net';
 import { join } from 'node:path';
 import { UserError } from '../../util/errors.js';
@@ -11,7 +11,7 @@ import { QmpClient, type QmpEvent } from './qmp-client.js';
 import { adoptQemu, spawnQemu, type QemuProcess } from './qemu-process.js';
 import { classifyExit, lastLogLine, type EndRequest } from './qemu-exit.js';
 import { runtimePath, writeRuntime } from './qemu-runtime.js';
-import { loadState, saveState } from './migration.js';
+import { fsyncPath, loadState, saveState } from './migration.js';
 import { connectUnix } from '../../util/unix-socket.js';
 
 const PANIC_TEXT = 'Kernel panic - not syncing';
@@ -304,13 +304,3 @@ export class QemuVm extends EventEmitter<VmEvents> implements Vm {
     for (const f of [this.paths.qmpSocket, this.paths.consoleSocket, this.paths.pidFile, runtimePath(this.spec.dir)]) rmSync(f, { force: true });
   }
 }
-
-function fsyncPath(path: string): void {
-  const fd = openSync(path, 'r+');
-  try {
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
-}
-
