@@ -68,6 +68,9 @@ describe('gateway restart', () => {
     assert.deepEqual(again.stdout.trim().split('\n'), [bootId, 'alive', 'kept'], 'same boot, the process and the tmpfs file are still there');
     assert.equal(server.qemuPid('alice'), qemuPid, 'the same QEMU');
     assert.equal(server.events('vm-boot').length + server.events('vm-resume').length, 0, 'nothing was booted or resumed');
+    const status = await server.ssh('alice+status', key);
+    assert.match(status.stdout, /state\s+running/, status.stdout);
+    assert.doesNotMatch(status.stdout, /CPU time\s+-/, 'its QEMU is found, though not a child of this server');
 
     let logs = '';
     for (const deadline = Date.now() + 30_000; Date.now() < deadline; await new Promise((r) => setTimeout(r, 500))) {
