@@ -3,6 +3,7 @@ import type { GuestImage } from '../image/image.js';
 import type { Accel, Vm, VmDriver } from '../vm/driver.js';
 import type { Store } from '../store/store.js';
 import type { GuestClient } from './guest-connection.js';
+import type { GuestSessionPool } from './guest-session-pool.js';
 import type { Template } from './template.js';
 import type { SnapshotMeta } from './snapshot-files.js';
 
@@ -42,6 +43,8 @@ export interface Entry {
   name: string;
   vm?: Vm;
   guest?: GuestClient;
+  /** Connections for user sessions, one session each. */
+  sessionPool?: GuestSessionPool;
   starting?: Promise<void>;
   connecting?: Promise<void>;
   startedAt?: number;

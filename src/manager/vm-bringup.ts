@@ -7,6 +7,7 @@ import type { ExitInfo, Vm } from '../vm/driver.js';
 import { isValidVmName } from '../vm/vm-name.js';
 import { ensureDisk } from '../vm/disk.js';
 import { connectGuest, guestExec } from './guest-connection.js';
+import { GuestSessionPool } from './guest-session-pool.js';
 import { TemplateStore } from './template.js';
 import {
   deleteSnapshot,
@@ -171,6 +172,12 @@ export class VmBringup {
         if (entry.guest === guest) entry.guest = undefined;
       });
       entry.guest = guest;
+      // Kept across a reconnect of the main connection: its lent connections carry live sessions.
+      entry.sessionPool ??= new GuestSessionPool({
+        logger: opts.logger.child({ vm: entry.name }),
+        dial: () =>
+          connectGuest({ ...endpoint, privateKey: opts.gatewayKey.privateKey, deadline: Date.now() + 30_000, exited: vm.exited, pinnedHostKey: readFileSync(pinFile) }),
+      });
       // A resumed guest's clock stopped while it was suspended.
       if (entry.resumedFrom !== undefined) {
         await guestExec(guest, `date -s @${Math.round(Date.now() / 1000)} > /dev/null`, 10_000).catch((err) =>
@@ -183,6 +190,7 @@ export class VmBringup {
       throw new UserError(`VM ${entry.name} failed to boot: ${errorMessage(err)}`);
     }
     opts.logger.info({ vm: entry.name, event: 'vm-ready', ms: Date.now() - (entry.startedAt ?? Date.now()) }, 'VM ready');
+    entry.sessionPool?.warm();
   }
 
   /**
@@ -195,6 +203,10 @@ export class VmBringup {
     const { opts } = this;
     const vm = entry.vm;
     if (!vm || vm.state !== 'running') return vm?.exited;
+    // Spare connections end now, while the guest still runs to see them go: a snapshot would keep their
+    // dropbear processes waiting forever on connections that no longer exist after the resume.
+    entry.sessionPool?.close();
+    entry.sessionPool = undefined;
     if (entry.guest) await guestExec(entry.guest, 'sync', 15_000).catch(() => undefined);
     const dir = vm.spec.dir;
     const started = Date.now();
