@@ -43,6 +43,8 @@ export interface Entry {
   name: string;
   vm?: Vm;
   guest?: GuestClient;
+  /** Set while the VM is being suspended (from the guest's sync on): a new session waits for it. */
+  suspending?: Promise<unknown>;
   /** Connections for user sessions, one session each. */
   sessionPool?: GuestSessionPool;
   starting?: Promise<void>;

@@ -105,11 +105,11 @@ export class VmManager extends EventEmitter<ManagerEvents> {
     if (this.closing) throw new UserError('sshvisor is shutting down; try again shortly');
     if (this.removing.has(name)) throw new UserError(`VM ${name} is being removed`);
     let entry = this.entries.get(name);
-    // A VM on its way down (idle stop) cannot take a new session: wait, then boot it afresh.
-    while (entry?.vm?.state === 'stopping') {
+    // A VM on its way down (idle suspend) cannot take a new session: wait, then resume it.
+    while (entry?.vm && (entry.vm.state === 'stopping' || entry.suspending)) {
       onWaiting?.();
       // It exits (power-off, suspend) or, if a suspend fails, goes back to running.
-      await Promise.race([entry.vm.exited, once(entry.vm, 'state')]);
+      await Promise.race([entry.vm.exited, once(entry.vm, 'state'), entry.suspending]);
       entry = this.entries.get(name);
     }
     if (!entry) {

@@ -50,6 +50,16 @@ describe('suspend to disk and resume', () => {
     assert.equal(server.events('vm-boot').length, 1, 'resumed, not booted');
     const logs = await server.ssh('alice+logs', key);
     assert.match(logs.stdout, /VM exited: suspended to disk\r\n\[sshvisor [^\]]+\] VM resumed from the snapshot taken at \d{4}-\d\d-\d\dT[\d:]+Z\r\n/);
+
+    // The gateway's connections from before the snapshot are gone in the guest: the listener, the
+    // gateway's main connection, two spares, this session's; no more (polled: the spares settle).
+    let count = Infinity;
+    for (let i = 0; i < 20 && count > 5; i++) {
+      const ps = await server.ssh('alice', key, ['pidof dropbear | wc -w']);
+      count = Number(ps.stdout.trim());
+      if (count > 5) await new Promise((res) => setTimeout(res, 500));
+    }
+    assert.ok(count <= 5, `${count} dropbear processes in the guest after a resume`);
   });
 
   it('a login that arrives while the idle VM is being suspended waits and gets it back resumed', async () => {
