@@ -72,6 +72,18 @@ describe('VM isolation: sandbox, privilege drop, file modes', () => {
     assert.deepEqual(readdirSync(join(vmDir(), 'jail')), [], 'the jail is empty while no suspend is under way');
   });
 
+  it('another process of the VM user cannot look into a QEMU (it switched uid, so it is not dumpable)', VM_TEST, async (t) => {
+    if (!isRoot) return t.skip('no privilege drop when not root');
+    const [qemu] = qemuProcesses(server.dataDir);
+    assert.ok(qemu);
+    const user = resolveVmUser()!;
+    for (const f of ['environ', 'mem']) {
+      const r = await asVmUser(user.uid, user.gid, ['head', '-c', '1', `/proc/${qemu.pid}/${f}`]);
+      assert.notEqual(r.code, 0, `${DEFAULT_VM_USER} cannot read /proc/PID/${f}`);
+      assert.match(r.stderr, /Permission denied/, f);
+    }
+  });
+
   it("the VM's files are root's and private: the VM user can open none of them", VM_TEST, async () => {
     const dirStat = statSync(vmDir());
     assert.equal(dirStat.mode & 0o777, 0o700, 'VM dir mode');
