@@ -1,4 +1,5 @@
-import { chmodSync, copyFileSync, existsSync, mkdirSync, rmSync } from 'node:fs';
+import { chmodSync, closeSync, copyFileSync, existsSync, mkdirSync, openSync, rmSync } from 'node:fs';
+import { UserError } from '../../util/errors.js';
 import { join } from 'node:path';
 import type { SaveChannel } from './migration.js';
 import type { VmUser } from './vm-user.js';
@@ -12,7 +13,8 @@ import type { VmUser } from './vm-user.js';
  * internet access) a copy of resolv.conf for the user network's DNS proxy.
  *
  * Without a drop (sshvisor not root) there is no chroot and QEMU reaches the
- * socket by its real path.
+ * socket by its real path. The disk goes by descriptor either way, so there
+ * is one code path to test.
  */
 export interface QemuJail {
   /** The chroot directory, when QEMU drops privileges. */
@@ -52,4 +54,25 @@ export function prepareJail(vmDir: string, user: VmUser | undefined, allowIntern
 
 export function removeJail(vmDir: string): void {
   rmSync(join(vmDir, JAIL_DIR), { recursive: true, force: true });
+}
+
+/** QEMU would create it with the umask's mode; guest RAM is for root's eyes (and its own QEMU's fd) only. */
+export function createPrivateFile(path: string): void {
+  closeSync(openSync(path, 'a', 0o600));
+  chmodSync(path, 0o600);
+}
+
+/**
+ * The disk as a read-write and a read-only descriptor for QEMU's fd set: a
+ * dropped QEMU cannot open it by path, and a suspend reopens it read-only.
+ */
+export function openDisk(path: string, vm: string): [number, number] {
+  let rw: number | undefined;
+  try {
+    rw = openSync(path, 'r+');
+    return [rw, openSync(path, 'r')];
+  } catch (err) {
+    if (rw !== undefined) closeSync(rw);
+    throw new UserError(`VM ${vm} failed to start: cannot open its disk: ${(err as Error).message}`);
+  }
 }

@@ -1,6 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { EventEmitter } from 'node:events';
-import { chmodSync, closeSync, existsSync, fsyncSync, openSync, readFileSync, renameSync, rmSync } from 'node:fs';
+import { closeSync, existsSync, fsyncSync, openSync, readFileSync, renameSync, rmSync } from 'node:fs';
 import type { Socket } from 'node:net';
 import type { Writable } from 'node:stream';
 import { join } from 'node:path';
@@ -12,7 +12,7 @@ import { buildQemuArgs, type QemuRuntimePaths } from './qemu-args.js';
 import { QmpClient, type QmpEvent } from './qmp-client.js';
 import { killAllOnExit } from './process-reaper.js';
 import { loadState, saveState } from './migration.js';
-import { jailFor, prepareJail, removeJail } from './qemu-jail.js';
+import { createPrivateFile, jailFor, openDisk, prepareJail, removeJail } from './qemu-jail.js';
 import type { VmUser } from './vm-user.js';
 import { connectUnix } from '../../util/unix-socket.js';
 
@@ -303,23 +303,5 @@ function fsyncPath(path: string): void {
     fsyncSync(fd);
   } finally {
     closeSync(fd);
-  }
-}
-
-
-/** QEMU would create it with the umask's mode; guest RAM is for root's eyes (and its own QEMU's fd) only. */
-function createPrivateFile(path: string): void {
-  closeSync(openSync(path, 'a', 0o600));
-  chmodSync(path, 0o600);
-}
-
-function openDisk(path: string, vm: string): [number, number] {
-  let rw: number | undefined;
-  try {
-    rw = openSync(path, 'r+');
-    return [rw, openSync(path, 'r')];
-  } catch (err) {
-    if (rw !== undefined) closeSync(rw);
-    throw new UserError(`VM ${vm} failed to start: cannot open its disk: ${(err as Error).message}`);
   }
 }
