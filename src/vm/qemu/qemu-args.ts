@@ -23,11 +23,10 @@ export interface QemuArgsOptions {
    */
   drop?: { uid: number; gid: number; chroot: string };
   /**
-   * The disk as two inherited descriptors, read-write and read-only, instead
-   * of its path: QEMU reopens the image read-only when a suspend deactivates
-   * it, which a chrooted, unprivileged QEMU could not do by path.
+   * The disk as an inherited read-write descriptor (an fd set) instead of
+   * its path: a chrooted, unprivileged QEMU could not reopen it by path.
    */
-  diskFds?: { readWrite: number; readOnly: number };
+  diskFd?: number;
 }
 
 /**
@@ -83,11 +82,12 @@ export function buildQemuArgs(spec: VmSpec, paths: QemuRuntimePaths, opts: QemuA
   // The state arrives on an inherited descriptor (migration.ts) once the driver is attached.
   if (spec.restoreFrom) args.push('-incoming', 'defer');
   if (spec.disk) {
-    const fds = opts.diskFds;
-    if (fds) args.push('-add-fd', `fd=${fds.readWrite},set=${DISK_FDSET}`, '-add-fd', `fd=${fds.readOnly},set=${DISK_FDSET}`);
-    const file = fds ? `/dev/fdset/${DISK_FDSET}` : opt(spec.disk);
+    if (opts.diskFd !== undefined) args.push('-add-fd', `fd=${opts.diskFd},set=${DISK_FDSET}`);
+    const file = opts.diskFd !== undefined ? `/dev/fdset/${DISK_FDSET}` : opt(spec.disk);
     args.push(
-      '-drive', `id=disk0,file=${file},format=raw,if=none,discard=unmap`,
+      // auto-read-only=off: -drive's default reopens the image read-only when a suspend deactivates it, and
+      // read-write again on resume; keeping the one read-write descriptor needs no path and keeps its locks.
+      '-drive', `id=disk0,file=${file},format=raw,if=none,discard=unmap,auto-read-only=off`,
       '-device', 'virtio-blk-device,drive=disk0',
     );
   }

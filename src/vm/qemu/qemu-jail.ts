@@ -62,17 +62,11 @@ export function createPrivateFile(path: string): void {
   chmodSync(path, 0o600);
 }
 
-/**
- * The disk as a read-write and a read-only descriptor for QEMU's fd set: a
- * dropped QEMU cannot open it by path, and a suspend reopens it read-only.
- */
-export function openDisk(path: string, vm: string): [number, number] {
-  let rw: number | undefined;
+/** The disk, opened read-write for QEMU's fd set: a dropped QEMU cannot open it by path. */
+export function openDisk(path: string, vm: string): number {
   try {
-    rw = openSync(path, 'r+');
-    return [rw, openSync(path, 'r')];
+    return openSync(path, 'r+');
   } catch (err) {
-    if (rw !== undefined) closeSync(rw);
     throw new UserError(`VM ${vm} failed to start: cannot open its disk: ${(err as Error).message}`);
   }
 }

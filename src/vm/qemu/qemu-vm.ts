@@ -83,12 +83,12 @@ export class QemuVm extends EventEmitter<VmEvents> implements Vm {
     if (this.spec.memoryFile && !this.spec.memoryPrivate) createPrivateFile(this.spec.memoryFile);
     const sshHostPort = this.spec.network.exposeSsh ? await freeLoopbackPort() : undefined;
     const drop = user && jail.chroot ? { uid: user.uid, gid: user.gid, chroot: jail.chroot } : undefined;
-    // Inherited descriptors: 3 a restore's incoming state (migration.ts INCOMING_FD), 4 and 5 the disk.
+    // Inherited descriptors: 3 a restore's incoming state (migration.ts INCOMING_FD), 4 the disk.
     const fds = [openSync(this.paths.stderrLog, 'a', 0o600)];
     try {
-      if (this.spec.disk) fds.push(...openDisk(this.spec.disk, this.name));
-      const diskFds = this.spec.disk ? { readWrite: 4, readOnly: 5 } : undefined;
-      const args = buildQemuArgs(this.spec, this.paths, { tscKhz: this.opts.tscKhz, sshHostPort, drop, diskFds });
+      if (this.spec.disk) fds.push(openDisk(this.spec.disk, this.name));
+      const diskFd = this.spec.disk ? 4 : undefined;
+      const args = buildQemuArgs(this.spec, this.paths, { tscKhz: this.opts.tscKhz, sshHostPort, drop, diskFd });
       this.child = spawn(this.opts.qemuBinary, args, { stdio: ['ignore', 'ignore', fds[0], this.spec.restoreFrom ? 'pipe' : 'ignore', ...fds.slice(1)] });
     } finally {
       for (const fd of fds) closeSync(fd);
