@@ -4,24 +4,28 @@ import { assertVmName } from '../vm-name.js';
 import { hostTscKhz } from '../accel.js';
 import { requireTool } from '../../util/tools.js';
 import { QemuVm } from './qemu-vm.js';
+import { resolveVmUser, type VmUser } from './vm-user.js';
 
 /** VMs as qemu-system-x86_64 -M microvm processes, driven over QMP. */
 export class QemuDriver implements VmDriver {
   readonly name = 'qemu';
   private readonly qemuBinary: string;
   private readonly tscKhz: number | undefined;
+  /** Who QEMU runs as under a root server (undefined: as sshvisor's own user). */
+  readonly vmUser: VmUser | undefined;
 
   readonly version: string;
 
   constructor() {
     this.qemuBinary = requireTool('qemu-system-x86_64');
     this.tscKhz = hostTscKhz();
+    this.vmUser = resolveVmUser();
     const out = execFileSync(this.qemuBinary, ['--version'], { encoding: 'utf8' });
     this.version = `qemu ${/version (\d+\.\d+\.\d+)/.exec(out)?.[1] ?? 'unknown'}`;
   }
 
   create(spec: VmSpec): Vm {
     assertVmName(spec.name);
-    return new QemuVm(spec, { qemuBinary: this.qemuBinary, tscKhz: this.tscKhz });
+    return new QemuVm(spec, { qemuBinary: this.qemuBinary, tscKhz: this.tscKhz, user: this.vmUser });
   }
 }

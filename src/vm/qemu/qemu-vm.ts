@@ -2,6 +2,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { EventEmitter } from 'node:events';
 import { closeSync, existsSync, fsyncSync, openSync, readFileSync, renameSync, rmSync } from 'node:fs';
 import type { Socket } from 'node:net';
+import type { Writable } from 'node:stream';
 import { join } from 'node:path';
 import { UserError } from '../../util/errors.js';
 import { ensurePrivateDir } from '../../util/paths.js';
@@ -11,6 +12,8 @@ import { buildQemuArgs, type QemuRuntimePaths } from './qemu-args.js';
 import { QmpClient, type QmpEvent } from './qmp-client.js';
 import { killAllOnExit } from './process-reaper.js';
 import { loadState, saveState } from './migration.js';
+import { createPrivateFile, jailFor, openDisk, prepareJail, removeJail } from './qemu-jail.js';
+import type { VmUser } from './vm-user.js';
 import { connectUnix } from '../../util/unix-socket.js';
 
 const PANIC_TEXT = 'Kernel panic - not syncing';
@@ -19,6 +22,8 @@ const START_TIMEOUT_MS = 15_000;
 export interface QemuVmOptions {
   qemuBinary: string;
   tscKhz?: number;
+  /** Run QEMU as this user, chrooted (sshvisor is root); see qemu-jail.ts. */
+  user?: VmUser;
 }
 
 /** Why the host side asked the VM to end, if it did: decides between stopped, killed and crashed. */
@@ -73,14 +78,20 @@ export class QemuVm extends EventEmitter<VmEvents> implements Vm {
     this.setState('starting');
     ensurePrivateDir(this.spec.dir);
     this.removeRuntimeFiles();
+    const { user } = this.opts;
+    const jail = prepareJail(this.spec.dir, user, this.spec.network.allowInternet);
+    if (this.spec.memoryFile && !this.spec.memoryPrivate) createPrivateFile(this.spec.memoryFile);
     const sshHostPort = this.spec.network.exposeSsh ? await freeLoopbackPort() : undefined;
-    const args = buildQemuArgs(this.spec, this.paths, { tscKhz: this.opts.tscKhz, sshHostPort });
-
-    const stderrFd = openSync(this.paths.stderrLog, 'a', 0o600);
+    const drop = user && jail.chroot ? { uid: user.uid, gid: user.gid, chroot: jail.chroot } : undefined;
+    // Inherited descriptors: 3 a restore's incoming state (migration.ts INCOMING_FD), 4 the disk.
+    const fds = [openSync(this.paths.stderrLog, 'a', 0o600)];
     try {
-      this.child = spawn(this.opts.qemuBinary, args, { stdio: ['ignore', 'ignore', stderrFd] });
+      if (this.spec.disk) fds.push(openDisk(this.spec.disk, this.name));
+      const diskFd = this.spec.disk ? 4 : undefined;
+      const args = buildQemuArgs(this.spec, this.paths, { tscKhz: this.opts.tscKhz, sshHostPort, drop, diskFd });
+      this.child = spawn(this.opts.qemuBinary, args, { stdio: ['ignore', 'ignore', fds[0], this.spec.restoreFrom ? 'pipe' : 'ignore', ...fds.slice(1)] });
     } finally {
-      closeSync(stderrFd);
+      for (const fd of fds) closeSync(fd);
     }
     killAllOnExit(this.child);
     this.child.on('exit', (code, signal) => this.onExit(code, signal));
@@ -94,7 +105,7 @@ export class QemuVm extends EventEmitter<VmEvents> implements Vm {
       this.consoleSocket.on('data', (b: Buffer) => this.onConsole(b));
       this.consoleSocket.on('error', () => {});
       const restore = this.spec.restoreFrom;
-      if (restore) await loadState(this.qmp, restore.stateFile, restore.ramInState);
+      if (restore) await loadState(this.qmp, restore.stateFile, this.child.stdio[3] as Writable, restore.ramInState);
       await this.qmp.execute('cont');
     } catch (err) {
       if (!this.exitInfo) await this.kill();
@@ -142,7 +153,7 @@ export class QemuVm extends EventEmitter<VmEvents> implements Vm {
     this.setState('stopping');
     try {
       await qmp.execute('stop');
-      await saveState(qmp, tmp, this.spec.memoryPrivate);
+      await saveState(qmp, tmp, jailFor(this.spec.dir, this.opts.user).saveChannel, this.spec.memoryPrivate);
       // The state must be on disk before the process that could rewrite it is gone.
       fsyncPath(tmp);
       renameSync(tmp, stateFile);
@@ -281,6 +292,8 @@ export class QemuVm extends EventEmitter<VmEvents> implements Vm {
 
   private removeRuntimeFiles(): void {
     for (const f of [this.paths.qmpSocket, this.paths.consoleSocket, this.paths.pidFile]) rmSync(f, { force: true });
+    // After the privilege drop QEMU can remove none of these itself; the jail goes with them.
+    removeJail(this.spec.dir);
   }
 }
 
@@ -292,4 +305,3 @@ function fsyncPath(path: string): void {
     closeSync(fd);
   }
 }
-
