@@ -33,6 +33,12 @@ if ((${#missing[@]})); then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
 
+# A root server runs every VM's QEMU as this unprivileged user (README: Isolation).
+if [[ $(id -u) -eq 0 ]] && ! getent passwd sshvisor-vm >/dev/null; then
+  echo "setup: creating the system user sshvisor-vm"
+  useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin sshvisor-vm
+fi
+
 # The guest kernel comes from `apt-get download`, which needs package lists.
 if ! apt-cache show linux-image-cloud-amd64 >/dev/null 2>&1; then
   if [[ $(id -u) -ne 0 ]]; then

@@ -236,6 +236,8 @@ export interface BaselineSshdOptions {
   /** Public key line(s) allowed to log in as root. */
   authorizedKeys: string;
   sshd?: string;
+  /** More sshd_config lines; a keyword given here replaces the default one (first match wins in sshd). */
+  extraConfig?: string[];
 }
 
 /** OpenSSH's sshd in the foreground (-D -e) on a free 127.0.0.1 port, as root. */
@@ -281,6 +283,7 @@ export class BaselineSshd {
     writeFileSync(authorizedKeys, this.opts.authorizedKeys.trim() + '\n', { mode: 0o600 });
     this.port = await freeLoopbackPort();
     const config = [
+      ...(this.opts.extraConfig ?? []),
       `ListenAddress 127.0.0.1:${this.port}`,
       `HostKey ${hostKey}`,
       'PidFile none',

@@ -57,3 +57,11 @@ export function writeResultsJson(name: string, data: unknown, path?: string): st
   writeFileSync(out, JSON.stringify(data, null, 2) + '\n');
   return out;
 }
+
+/** The p-th percentile (0-100) by the nearest-rank method: a value that was actually observed. */
+export function percentile(samples: readonly number[], p: number): number {
+  if (samples.length === 0) return NaN;
+  const s = [...samples].sort((a, b) => a - b);
+  const rank = Math.max(1, Math.ceil((p / 100) * s.length));
+  return s[Math.min(rank, s.length) - 1]!;
+}

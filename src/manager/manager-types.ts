@@ -3,6 +3,7 @@ import type { GuestImage } from '../image/image.js';
 import type { Accel, Vm, VmDriver } from '../vm/driver.js';
 import type { Store } from '../store/store.js';
 import type { GuestClient } from './guest-connection.js';
+import type { GuestSessionPool } from './guest-session-pool.js';
 import type { Template } from './template.js';
 import type { SnapshotMeta } from './snapshot-files.js';
 
@@ -42,6 +43,10 @@ export interface Entry {
   name: string;
   vm?: Vm;
   guest?: GuestClient;
+  /** Set while the VM is being suspended (from the guest's sync on): a new session waits for it. */
+  suspending?: Promise<unknown>;
+  /** Connections for user sessions, one session each. */
+  sessionPool?: GuestSessionPool;
   starting?: Promise<void>;
   connecting?: Promise<void>;
   startedAt?: number;

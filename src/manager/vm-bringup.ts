@@ -7,6 +7,7 @@ import type { ExitInfo, Vm } from '../vm/driver.js';
 import { isValidVmName } from '../vm/vm-name.js';
 import { ensureDisk } from '../vm/disk.js';
 import { connectGuest, guestExec } from './guest-connection.js';
+import { GuestSessionPool } from './guest-session-pool.js';
 import { TemplateStore } from './template.js';
 import {
   deleteSnapshot,
@@ -171,9 +172,17 @@ export class VmBringup {
         if (entry.guest === guest) entry.guest = undefined;
       });
       entry.guest = guest;
-      // A resumed guest's clock stopped while it was suspended.
+      // Kept across a reconnect of the main connection: its lent connections carry live sessions.
+      entry.sessionPool ??= new GuestSessionPool({
+        logger: opts.logger.child({ vm: entry.name }),
+        dial: () =>
+          connectGuest({ ...endpoint, privateKey: opts.gatewayKey.privateKey, deadline: Date.now() + 30_000, exited: vm.exited, pinnedHostKey: readFileSync(pinFile) }),
+      });
+      // A resumed guest's clock stopped while it was suspended. And the dropbear processes of the
+      // gateway's connections from before the snapshot wait on connections that no longer exist:
+      // they go (all but the listener and the one running this command).
       if (entry.resumedFrom !== undefined) {
-        await guestExec(guest, `date -s @${Math.round(Date.now() / 1000)} > /dev/null`, 10_000).catch((err) =>
+        await guestExec(guest, `date -s @${Math.round(Date.now() / 1000)} > /dev/null; ${END_STALE_DROPBEARS}`, 10_000).catch((err) =>
           opts.logger.warn({ vm: entry.name, err: errorMessage(err) }, 'could not set the clock of a resumed guest'),
         );
       }
@@ -183,6 +192,7 @@ export class VmBringup {
       throw new UserError(`VM ${entry.name} failed to boot: ${errorMessage(err)}`);
     }
     opts.logger.info({ vm: entry.name, event: 'vm-ready', ms: Date.now() - (entry.startedAt ?? Date.now()) }, 'VM ready');
+    entry.sessionPool?.warm();
   }
 
   /**
@@ -192,9 +202,24 @@ export class VmBringup {
    * instead: its disk is then consistent.
    */
   async suspend(entry: Entry): Promise<ExitInfo | undefined> {
-    const { opts } = this;
     const vm = entry.vm;
     if (!vm || vm.state !== 'running') return vm?.exited;
+    if (entry.suspending) return vm.exited;
+    const done = this.snapshotAndQuit(entry, vm);
+    entry.suspending = done;
+    try {
+      return await done;
+    } finally {
+      if (entry.suspending === done) entry.suspending = undefined;
+    }
+  }
+
+  private async snapshotAndQuit(entry: Entry, vm: Vm): Promise<ExitInfo | undefined> {
+    const { opts } = this;
+    // Spare connections end now, while the guest still runs to see them go: a snapshot would keep their
+    // dropbear processes waiting forever on connections that no longer exist after the resume.
+    entry.sessionPool?.close();
+    entry.sessionPool = undefined;
     if (entry.guest) await guestExec(entry.guest, 'sync', 15_000).catch(() => undefined);
     const dir = vm.spec.dir;
     const started = Date.now();
@@ -233,6 +258,10 @@ export class VmBringup {
     }
   }
 }
+
+/** Guest shell: end every dropbear but the listener (its pid file) and this command's own connection ($PPID). */
+const END_STALE_DROPBEARS =
+  'keep=$(cat /run/dropbear.pid 2>/dev/null); for p in $(pidof dropbear); do [ "$p" = "$keep" ] || [ "$p" = "$PPID" ] || kill "$p"; done; true';
 
 /** Resolves once `text` has appeared on the VM's console (or the VM is gone: the caller finds out on connect). */
 function consoleShows(vm: Vm, text: string): Promise<void> {

@@ -6,6 +6,7 @@ import type { ExitInfo, Vm, VmState } from '../vm/driver.js';
 import { assertVmName } from '../vm/vm-name.js';
 import { CapacityError } from './capacity-error.js';
 import type { GuestClient } from './guest-connection.js';
+import type { LentConnection } from './guest-session-pool.js';
 import type { Entry, VmManagerOptions } from './manager-types.js';
 import { VmBringup } from './vm-bringup.js';
 import { deleteSnapshot, snapshotTakenAt } from './snapshot-files.js';
@@ -17,8 +18,10 @@ export type { VmManagerOptions } from './manager-types.js';
 export interface Lease {
   readonly name: string;
   readonly vm: Vm;
-  /** The gateway's SSH connection to the guest; absent for console sessions and console-only images. */
+  /** The gateway's SSH connection to the guest (port forwards); absent for console sessions and console-only images. */
   readonly guest: GuestClient | undefined;
+  /** A guest connection of its own for one user session (see guest-session-pool.ts); absent when `guest` is. */
+  readonly guestSession: (() => Promise<LentConnection>) | undefined;
   release(): void;
 }
 
@@ -108,11 +111,11 @@ export class VmManager extends EventEmitter<ManagerEvents> {
     if (this.closing) throw new UserError('sshvisor is shutting down; try again shortly');
     if (this.removing.has(name)) throw new UserError(`VM ${name} is being removed`);
     let entry = this.entries.get(name);
-    // A VM on its way down (idle stop) cannot take a new session: wait, then boot it afresh.
-    while (entry?.vm?.state === 'stopping') {
+    // A VM on its way down (idle suspend) cannot take a new session: wait, then resume it.
+    while (entry?.vm && (entry.vm.state === 'stopping' || entry.suspending)) {
       onWaiting?.();
       // It exits (power-off, suspend) or, if a suspend fails, goes back to running.
-      await Promise.race([entry.vm.exited, once(entry.vm, 'state')]);
+      await Promise.race([entry.vm.exited, once(entry.vm, 'state'), entry.suspending]);
       entry = this.entries.get(name);
     }
     if (!entry) {
@@ -144,7 +147,7 @@ export class VmManager extends EventEmitter<ManagerEvents> {
       this.releaseSession(e);
       throw err;
     }
-    const { vm, guest } = e;
+    const { vm, guest, sessionPool } = e;
     if (!vm || (wantSsh && !guest)) {
       this.releaseSession(e);
       throw new UserError(`VM ${name} is not available`);
@@ -154,6 +157,7 @@ export class VmManager extends EventEmitter<ManagerEvents> {
       name,
       vm,
       guest,
+      guestSession: guest && sessionPool ? () => sessionPool.take() : undefined,
       release: () => {
         if (released) return;
         released = true;
@@ -330,6 +334,8 @@ export class VmManager extends EventEmitter<ManagerEvents> {
 
   private onExit(entry: Entry, vm: Vm, info: ExitInfo): void {
     this.clearIdle(entry);
+    entry.sessionPool?.close();
+    entry.sessionPool = undefined;
     entry.guest?.end();
     entry.guest = undefined;
     if (this.entries.get(entry.name) === entry && entry.vm === vm) this.entries.delete(entry.name);

@@ -3,6 +3,7 @@ import type { ClientChannel, ServerChannel, PseudoTtyInfo, Session } from 'ssh2'
 import type { Logger } from '../util/log.js';
 import { errorMessage } from '../util/errors.js';
 import type { AcquireOptions, Lease } from '../manager/vm-manager.js';
+import type { GuestClient } from '../manager/guest-connection.js';
 import { BootProgress } from './boot-progress.js';
 import { commandWithEnv, isAcceptableEnv } from './guest-env.js';
 
@@ -113,9 +114,21 @@ type ExitStatus = { code: number } | { signal: string; core: boolean; message: s
  */
 const exitsSeen = new WeakMap<GuestChannel, ExitStatus>();
 
-function openGuestChannel(lease: Lease, start: Start, pty: PseudoTtyInfo | undefined, env: Record<string, string>): Promise<GuestChannel> {
-  const guest = lease.guest;
-  if (!guest) return Promise.reject(new Error('the VM has no SSH daemon'));
+/** A session channel in the guest, on a guest connection lent to this session alone; given back when the channel closes. */
+async function openGuestChannel(lease: Lease, start: Start, pty: PseudoTtyInfo | undefined, env: Record<string, string>): Promise<GuestChannel> {
+  if (!lease.guestSession) throw new Error('the VM has no SSH daemon');
+  const lent = await lease.guestSession();
+  try {
+    const channel = await openChannel(lent.client, start, pty, env);
+    channel.once('close', () => lent.release());
+    return channel;
+  } catch (err) {
+    lent.release(true);
+    throw err;
+  }
+}
+
+function openChannel(guest: GuestClient, start: Start, pty: PseudoTtyInfo | undefined, env: Record<string, string>): Promise<GuestChannel> {
   return new Promise((resolve, reject) => {
     const done = (err: Error | undefined, ch: GuestChannel): void => {
       if (err) return reject(err);

@@ -171,6 +171,21 @@ describe('SSH sessions relayed into the VM', () => {
     assert.equal(a.stdout, b.stdout);
   });
 
+  it('keeps every session when many start and end at once in one VM', async () => {
+    // Debian 12's dropbear drops a whole connection when one session's start races another's end
+    // (mkj/dropbear#321); a session already running must not go with it.
+    const long = alice(['for i in 1 2 3 4 5 6 7 8; do echo tick-$i; sleep 1; done']);
+    await new Promise((r) => setTimeout(r, 1500));
+    const burst = await Promise.all(Array.from({ length: 15 }, (_, i) => alice([`echo burst-${i}`])));
+    burst.forEach((r, i) => {
+      assert.equal(r.code, 0, `session ${i}: ${r.stderr}`);
+      assert.equal(r.stdout, `burst-${i}\n`);
+    });
+    const l = await long;
+    assert.equal(l.code, 0, l.stderr);
+    assert.equal(l.stdout, [1, 2, 3, 4, 5, 6, 7, 8].map((i) => `tick-${i}\n`).join(''));
+  });
+
   it('works from a second, independent client implementation (paramiko)', async () => {
     const script = `
 import paramiko, sys

@@ -50,3 +50,29 @@ it('console and QMP are unix sockets, the disk is virtio-blk', () => {
   assert.match(arg(args, '-drive')!, /file=\/data\/vms\/alice\/disk\.img,format=raw/);
   assert.ok(args.includes('virtio-blk-device,drive=disk0'));
 });
+
+it('always runs under the seccomp sandbox: no fork/exec, no obsolete calls, no set*id unless QEMU itself drops', () => {
+  const args = buildQemuArgs(spec, paths);
+  assert.equal(arg(args, '-sandbox'), 'on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny');
+  assert.ok(!args.includes('-runas') && !args.includes('-chroot'), 'no drop when not asked');
+});
+
+it('a root server has QEMU chroot and drop to the VM user, with the sandbox letting -runas through', () => {
+  const args = buildQemuArgs(spec, paths, { drop: { uid: 999, gid: 995, chroot: '/data/vms/alice/jail' } });
+  assert.equal(arg(args, '-runas'), '999:995');
+  assert.equal(arg(args, '-chroot'), '/data/vms/alice/jail');
+  assert.equal(arg(args, '-sandbox'), 'on,obsolete=deny,elevateprivileges=allow,spawn=deny,resourcecontrol=deny');
+});
+
+it('the disk can come as an fd set instead of a path, and is never reopened read-only', () => {
+  const args = buildQemuArgs(spec, paths, { diskFd: 4 });
+  assert.equal(arg(args, '-add-fd'), 'fd=4,set=1');
+  assert.equal(arg(args, '-drive'), 'id=disk0,file=/dev/fdset/1,format=raw,if=none,discard=unmap,auto-read-only=off');
+  assert.ok(!args.join(' ').includes('disk.img'), 'QEMU is not given the path');
+});
+
+it('a restore waits for its state (-incoming defer); no exec: anywhere', () => {
+  const args = buildQemuArgs({ ...spec, restoreFrom: { stateFile: '/data/vms/alice/snapshot.state' } }, paths);
+  assert.equal(arg(args, '-incoming'), 'defer');
+  assert.ok(!args.some((a) => a.includes('exec:')));
+});

@@ -6,6 +6,8 @@ export interface QemuRuntimePaths {
   pidFile: string;
 }
 
+const DISK_FDSET = 1;
+
 /** QEMU option values escape a comma by doubling it; a path may contain one. */
 const opt = (value: string): string => value.replace(/,/g, ',,');
 
@@ -14,6 +16,28 @@ export interface QemuArgsOptions {
   tscKhz?: number;
   /** Host port forwarded to the guest's SSH port, when spec.network.exposeSsh. */
   sshHostPort?: number;
+  /**
+   * Root only: QEMU opens everything it needs (kernel, disk, RAM file,
+   * sockets) as root, then chroots into `chroot` and becomes uid:gid before
+   * the guest runs its first instruction.
+   */
+  drop?: { uid: number; gid: number; chroot: string };
+  /**
+   * The disk as an inherited read-write descriptor (an fd set) instead of
+   * its path: a chrooted, unprivileged QEMU could not reopen it by path.
+   */
+  diskFd?: number;
+}
+
+/**
+ * QEMU's seccomp filter. spawn=deny: QEMU can neither fork nor exec (so no
+ * exec: migration; see migration.ts). elevateprivileges must be `allow` when
+ * QEMU itself drops to another user, because QEMU 7.2 installs the filter
+ * before -runas calls setgid/setuid and would kill itself; once dropped, all
+ * its uids are the VM user's and there is nothing left to elevate to.
+ */
+export function sandboxOption(dropping: boolean): string {
+  return `on,obsolete=deny,elevateprivileges=${dropping ? 'allow' : 'deny'},spawn=deny,resourcecontrol=deny`;
 }
 
 /**
@@ -48,16 +72,22 @@ export function buildQemuArgs(spec: VmSpec, paths: QemuRuntimePaths, opts: QemuA
     '-device', 'pvpanic',
     '-object', 'rng-random,id=rng0,filename=/dev/urandom',
     '-device', 'virtio-rng-device,rng=rng0',
+    '-sandbox', sandboxOption(opts.drop !== undefined),
   ];
+  if (opts.drop) args.push('-runas', `${opts.drop.uid}:${opts.drop.gid}`, '-chroot', opts.drop.chroot);
   if (spec.image.initrd) args.push('-initrd', spec.image.initrd);
   if (spec.memoryFile) {
     args.push('-object', `memory-backend-file,id=mem,size=${spec.memoryMiB}M,mem-path=${opt(spec.memoryFile)},share=${spec.memoryPrivate ? 'off' : 'on'}`);
   }
-  // The state arrives over QMP (migrate-incoming) once the driver is attached.
+  // The state arrives on an inherited descriptor (migration.ts) once the driver is attached.
   if (spec.restoreFrom) args.push('-incoming', 'defer');
   if (spec.disk) {
+    if (opts.diskFd !== undefined) args.push('-add-fd', `fd=${opts.diskFd},set=${DISK_FDSET}`);
+    const file = opts.diskFd !== undefined ? `/dev/fdset/${DISK_FDSET}` : opt(spec.disk);
     args.push(
-      '-drive', `id=disk0,file=${opt(spec.disk)},format=raw,if=none,discard=unmap`,
+      // auto-read-only=off: -drive's default reopens the image read-only when a suspend deactivates it, and
+      // read-write again on resume; keeping the one read-write descriptor needs no path and keeps its locks.
+      '-drive', `id=disk0,file=${file},format=raw,if=none,discard=unmap,auto-read-only=off`,
       '-device', 'virtio-blk-device,drive=disk0',
     );
   }

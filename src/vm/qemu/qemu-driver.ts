@@ -5,12 +5,15 @@ import { hostTscKhz } from '../accel.js';
 import { requireTool } from '../../util/tools.js';
 import { QemuVm } from './qemu-vm.js';
 import { findLiveQemuVm } from './qemu-attach.js';
+import { resolveVmUser, type VmUser } from './vm-user.js';
 
 /** VMs as qemu-system-x86_64 -M microvm processes, driven over QMP. */
 export class QemuDriver implements VmDriver {
   readonly name = 'qemu';
   private readonly qemuBinary: string;
   private readonly tscKhz: number | undefined;
+  /** Who QEMU runs as under a root server (undefined: as sshvisor's own user). */
+  readonly vmUser: VmUser | undefined;
 
   readonly version: string;
 
@@ -18,6 +21,7 @@ export class QemuDriver implements VmDriver {
   constructor(private readonly options: { survivesGateway?: boolean } = {}) {
     this.qemuBinary = requireTool('qemu-system-x86_64');
     this.tscKhz = hostTscKhz();
+    this.vmUser = resolveVmUser();
     const out = execFileSync(this.qemuBinary, ['--version'], { encoding: 'utf8' });
     this.version = `qemu ${/version (\d+\.\d+\.\d+)/.exec(out)?.[1] ?? 'unknown'}`;
   }
@@ -35,6 +39,6 @@ export class QemuDriver implements VmDriver {
   }
 
   private vmOptions() {
-    return { qemuBinary: this.qemuBinary, tscKhz: this.tscKhz, survivesGateway: this.options.survivesGateway };
+    return { qemuBinary: this.qemuBinary, tscKhz: this.tscKhz, user: this.vmUser, survivesGateway: this.options.survivesGateway };
   }
 }

@@ -1,5 +1,6 @@
-import { spawn } from 'node:child_process';
-import { closeSync, openSync, readFileSync } from 'node:fs';
+import { spawn, type StdioOptions } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import type { Writable } from 'node:stream';
 import { killAllOnExit } from './process-reaper.js';
 
 /**
@@ -11,13 +12,15 @@ export interface QemuProcess {
   readonly pid: number | undefined;
   /** Not our child: the exit status is unknown when it ends. */
   readonly adopted: boolean;
+  /** The pipe on QEMU's fd 3 when spawned with one there (a restore's incoming state). */
+  readonly incoming?: Writable;
   kill(signal: NodeJS.Signals): void;
   onExit(listener: (code: number | null, signal: NodeJS.Signals | null) => void): void;
 }
 
 export interface SpawnQemuOptions {
-  /** QEMU's stdout and stderr go here (appended). */
-  logFile: string;
+  /** QEMU's descriptors: files, not pipes, for stdout and stderr (a pipe would break, EPIPE, the moment the gateway dies). */
+  stdio: StdioOptions;
   /**
    * Run QEMU in a session of its own, outside the reaper: it survives the
    * gateway process (a crash, a kill -9) and a later gateway adopts it.
@@ -27,20 +30,13 @@ export interface SpawnQemuOptions {
 }
 
 export function spawnQemu(binary: string, args: string[], opts: SpawnQemuOptions): QemuProcess {
-  // A file, not a pipe: a pipe would break (SIGPIPE, EPIPE) the moment the gateway dies.
-  const logFd = openSync(opts.logFile, 'a', 0o600);
-  let child;
-  try {
-    child = spawn(binary, args, { stdio: ['ignore', logFd, logFd], detached: opts.survivesGateway });
-  } finally {
-    closeSync(logFd);
-  }
-  if (opts.survivesGateway) child.unref();
-  else killAllOnExit(child);
-  const c = child;
+  const c = spawn(binary, args, { stdio: opts.stdio, detached: opts.survivesGateway });
+  if (opts.survivesGateway) c.unref();
+  else killAllOnExit(c);
   return {
     pid: c.pid,
     adopted: false,
+    incoming: (c.stdio[3] as Writable | null) ?? undefined,
     kill: (signal) => void c.kill(signal),
     onExit: (listener) => {
       c.once('exit', listener);

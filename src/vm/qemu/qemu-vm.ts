@@ -1,5 +1,5 @@
 import { EventEmitter } from 'node:events';
-import { existsSync, renameSync, rmSync } from 'node:fs';
+import { closeSync, existsSync, openSync, renameSync, rmSync } from 'node:fs';
 import type { Socket } from 'node:net';
 import { join } from 'node:path';
 import { UserError } from '../../util/errors.js';
@@ -12,6 +12,8 @@ import { adoptQemu, spawnQemu, type QemuProcess } from './qemu-process.js';
 import { classifyExit, lastLogLine, type EndRequest } from './qemu-exit.js';
 import { runtimePath, writeRuntime } from './qemu-runtime.js';
 import { fsyncPath, loadState, saveState } from './migration.js';
+import { createPrivateFile, jailFor, openDisk, prepareJail, removeJail } from './qemu-jail.js';
+import type { VmUser } from './vm-user.js';
 import { connectUnix } from '../../util/unix-socket.js';
 
 const PANIC_TEXT = 'Kernel panic - not syncing';
@@ -20,6 +22,8 @@ const START_TIMEOUT_MS = 15_000;
 export interface QemuVmOptions {
   qemuBinary: string;
   tscKhz?: number;
+  /** Run QEMU as this user, chrooted (sshvisor is root); see qemu-jail.ts. */
+  user?: VmUser;
   /** QEMU outlives this Node process (see spawnQemu); a later gateway takes it over with QemuDriver.attach. */
   survivesGateway?: boolean;
 }
@@ -86,17 +90,29 @@ export class QemuVm extends EventEmitter<VmEvents> implements Vm {
     if (this.adoption) return this.takeOver(this.adoption);
     ensurePrivateDir(this.spec.dir);
     this.removeRuntimeFiles();
+    const { user } = this.opts;
+    const jail = prepareJail(this.spec.dir, user, this.spec.network.allowInternet);
+    if (this.spec.memoryFile && !this.spec.memoryPrivate) createPrivateFile(this.spec.memoryFile);
     const sshHostPort = this.spec.network.exposeSsh ? await freeLoopbackPort() : undefined;
-    const args = buildQemuArgs(this.spec, this.paths, { tscKhz: this.opts.tscKhz, sshHostPort });
-
-    this.proc = spawnQemu(this.opts.qemuBinary, args, { logFile: this.paths.stderrLog, survivesGateway: this.survives });
+    const drop = user && jail.chroot ? { uid: user.uid, gid: user.gid, chroot: jail.chroot } : undefined;
+    // Inherited descriptors: 3 a restore's incoming state (migration.ts INCOMING_FD), 4 the disk.
+    const fds = [openSync(this.paths.stderrLog, 'a', 0o600)];
+    try {
+      if (this.spec.disk) fds.push(openDisk(this.spec.disk, this.name));
+      const diskFd = this.spec.disk ? 4 : undefined;
+      const args = buildQemuArgs(this.spec, this.paths, { tscKhz: this.opts.tscKhz, sshHostPort, drop, diskFd });
+      const stdio = ['ignore', 'ignore', fds[0]!, this.spec.restoreFrom ? 'pipe' : 'ignore', ...fds.slice(1)] as const;
+      this.proc = spawnQemu(this.opts.qemuBinary, args, { stdio: [...stdio], survivesGateway: this.survives });
+    } finally {
+      for (const fd of fds) closeSync(fd);
+    }
     this.proc.onExit((code, signal) => this.onExit(code, signal));
 
     try {
       await this.waitForSockets();
       await this.connectSockets();
       const restore = this.spec.restoreFrom;
-      if (restore) await loadState(this.qmp!, restore.stateFile, restore.ramInState);
+      if (restore) await loadState(this.qmp!, restore.stateFile, this.proc.incoming!, restore.ramInState);
       this.startedAt = new Date();
       // Before the guest runs: a later gateway must never find it running without this record.
       if (this.survives && this.proc.pid) {
@@ -179,7 +195,7 @@ export class QemuVm extends EventEmitter<VmEvents> implements Vm {
     this.setState('stopping');
     try {
       await qmp.execute('stop');
-      await saveState(qmp, tmp, this.spec.memoryPrivate);
+      await saveState(qmp, tmp, jailFor(this.spec.dir, this.opts.user).saveChannel, this.spec.memoryPrivate);
       // The state must be on disk before the process that could rewrite it is gone.
       fsyncPath(tmp);
       renameSync(tmp, stateFile);
@@ -302,5 +318,7 @@ export class QemuVm extends EventEmitter<VmEvents> implements Vm {
 
   private removeRuntimeFiles(): void {
     for (const f of [this.paths.qmpSocket, this.paths.consoleSocket, this.paths.pidFile, runtimePath(this.spec.dir)]) rmSync(f, { force: true });
+    // After the privilege drop QEMU can remove none of these itself; the jail goes with them.
+    removeJail(this.spec.dir);
   }
 }
