@@ -1,7 +1,11 @@
 import { spawn, type StdioOptions } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { closeSync, openSync, readFileSync } from 'node:fs';
 import type { Writable } from 'node:stream';
+import type { VmSpec } from '../driver.js';
 import { killAllOnExit } from './process-reaper.js';
+import { buildQemuArgs, type QemuRuntimePaths } from './qemu-args.js';
+import { createPrivateFile, openDisk, prepareJail } from './qemu-jail.js';
+import type { VmUser } from './vm-user.js';
 
 /**
  * A QEMU process as QemuVm sees it: either a child this gateway spawned, or
@@ -43,6 +47,35 @@ export function spawnQemu(binary: string, args: string[], opts: SpawnQemuOptions
       c.once('error', () => listener(null, null));
     },
   };
+}
+
+export interface LaunchOptions {
+  qemuBinary: string;
+  tscKhz?: number;
+  /** Drop to this user in a chroot (qemu-jail.ts). */
+  user?: VmUser;
+  sshHostPort?: number;
+  /** QEMU's stderr (appended). */
+  logFile: string;
+  survivesGateway: boolean;
+}
+
+/** Make the VM's jail and files ready, and start its QEMU (paused: -S) with the descriptors it inherits. */
+export function launchQemu(spec: VmSpec, paths: QemuRuntimePaths, o: LaunchOptions): QemuProcess {
+  const jail = prepareJail(spec.dir, o.user, spec.network.allowInternet);
+  if (spec.memoryFile && !spec.memoryPrivate) createPrivateFile(spec.memoryFile);
+  const drop = o.user && jail.chroot ? { uid: o.user.uid, gid: o.user.gid, chroot: jail.chroot } : undefined;
+  // Inherited descriptors: 3 a restore's incoming state (migration.ts INCOMING_FD), 4 the disk.
+  const fds = [openSync(o.logFile, 'a', 0o600)];
+  try {
+    if (spec.disk) fds.push(openDisk(spec.disk, spec.name));
+    const diskFd = spec.disk ? 4 : undefined;
+    const args = buildQemuArgs(spec, paths, { tscKhz: o.tscKhz, sshHostPort: o.sshHostPort, drop, diskFd });
+    const stdio: StdioOptions = ['ignore', 'ignore', fds[0]!, spec.restoreFrom ? 'pipe' : 'ignore', ...fds.slice(1)];
+    return spawnQemu(o.qemuBinary, args, { stdio, survivesGateway: o.survivesGateway });
+  } finally {
+    for (const fd of fds) closeSync(fd);
+  }
 }
 
 const WATCH_INTERVAL_MS = 250;

@@ -1,18 +1,18 @@
 import { EventEmitter } from 'node:events';
-import { closeSync, existsSync, openSync, renameSync, rmSync } from 'node:fs';
+import { existsSync, renameSync, rmSync } from 'node:fs';
 import type { Socket } from 'node:net';
 import { join } from 'node:path';
 import { UserError } from '../../util/errors.js';
 import { ensurePrivateDir } from '../../util/paths.js';
 import type { ExitInfo, Vm, VmEvents, VmSpec, VmState, VmStatus } from '../driver.js';
 import { freeLoopbackPort } from './free-port.js';
-import { buildQemuArgs, type QemuRuntimePaths } from './qemu-args.js';
+import type { QemuRuntimePaths } from './qemu-args.js';
 import { QmpClient, type QmpEvent } from './qmp-client.js';
-import { adoptQemu, spawnQemu, type QemuProcess } from './qemu-process.js';
+import { adoptQemu, launchQemu, type QemuProcess } from './qemu-process.js';
 import { classifyExit, lastLogLine, type EndRequest } from './qemu-exit.js';
 import { runtimePath, writeRuntime } from './qemu-runtime.js';
 import { fsyncPath, loadState, saveState } from './migration.js';
-import { createPrivateFile, jailFor, openDisk, prepareJail, removeJail } from './qemu-jail.js';
+import { jailFor, removeJail } from './qemu-jail.js';
 import type { VmUser } from './vm-user.js';
 import { connectUnix } from '../../util/unix-socket.js';
 
@@ -90,22 +90,8 @@ export class QemuVm extends EventEmitter<VmEvents> implements Vm {
     if (this.adoption) return this.takeOver(this.adoption);
     ensurePrivateDir(this.spec.dir);
     this.removeRuntimeFiles();
-    const { user } = this.opts;
-    const jail = prepareJail(this.spec.dir, user, this.spec.network.allowInternet);
-    if (this.spec.memoryFile && !this.spec.memoryPrivate) createPrivateFile(this.spec.memoryFile);
     const sshHostPort = this.spec.network.exposeSsh ? await freeLoopbackPort() : undefined;
-    const drop = user && jail.chroot ? { uid: user.uid, gid: user.gid, chroot: jail.chroot } : undefined;
-    // Inherited descriptors: 3 a restore's incoming state (migration.ts INCOMING_FD), 4 the disk.
-    const fds = [openSync(this.paths.stderrLog, 'a', 0o600)];
-    try {
-      if (this.spec.disk) fds.push(openDisk(this.spec.disk, this.name));
-      const diskFd = this.spec.disk ? 4 : undefined;
-      const args = buildQemuArgs(this.spec, this.paths, { tscKhz: this.opts.tscKhz, sshHostPort, drop, diskFd });
-      const stdio = ['ignore', 'ignore', fds[0]!, this.spec.restoreFrom ? 'pipe' : 'ignore', ...fds.slice(1)] as const;
-      this.proc = spawnQemu(this.opts.qemuBinary, args, { stdio: [...stdio], survivesGateway: this.survives });
-    } finally {
-      for (const fd of fds) closeSync(fd);
-    }
+    this.proc = launchQemu(this.spec, this.paths, { ...this.opts, sshHostPort, logFile: this.paths.stderrLog, survivesGateway: this.survives });
     this.proc.onExit((code, signal) => this.onExit(code, signal));
 
     try {
