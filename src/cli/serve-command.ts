@@ -21,6 +21,9 @@ import { createVmOps } from '../ops/vm-ops.js';
 import { describeImage } from '../ops/vm-status.js';
 import { EXIT_USAGE, parseAdminCommand, runAdminCommand, type AdminOps } from '../ops/admin-commands.js';
 import { startControlServer } from '../ops/control-socket.js';
+import { SshvisorMetrics } from '../metrics/sshvisor-metrics.js';
+import { checkHttpAddress, startHttpServer } from '../http/http-server.js';
+import { loadOrCreateAdminToken, TokenAuth } from '../http/tokens.js';
 
 const OPEN_BANNER =
   'WARNING: this sshvisor runs with --auth open: any key can log in as any name.\r\n';
@@ -52,6 +55,7 @@ export function registerServeCommand(program: Command): void {
     const driver = new QemuDriver();
     const accel = resolveAccel(config.accel);
     const adminKeys = config.adminKeys ? new AdminKeys(config.adminKeys, logger) : undefined;
+    if (config.http) checkHttpAddress(config.http, config.httpPublic);
     const store = Store.open(config.dataDir);
     const hostKey = loadOrCreateHostKey(config.dataDir);
     const gatewayKey = loadOrCreateGatewayKey(config.dataDir);
@@ -112,6 +116,12 @@ export function registerServeCommand(program: Command): void {
     const authenticator = createAuthenticator({ mode: config.auth, store, keysDir: config.keysDir, logger });
     const vmOps = createVmOps({ dataDir: config.dataDir, image: describeImage(image), memoryMiB: config.memory, cpus: config.cpus, manager, store, hub });
     ops = vmOps;
+    const metrics = new SshvisorMetrics({
+      vmStates: () => vmOps.names().map((n) => vmOps.report(n, { consoleLines: 0 }).state),
+      console: hub,
+    });
+    metrics.watchManager(manager);
+    const tokens = config.http ? new TokenAuth(loadOrCreateAdminToken(config.dataDir), store) : undefined;
     const consoleAccess = { hub, acquire: (name: string, options?: Parameters<VmManager['acquire']>[1]) => manager.acquire(name, options), replayLines: config.consoleReplay };
     const server = createSshServer({
       hostKey: hostKey.privateKey,
@@ -123,11 +133,28 @@ export function registerServeCommand(program: Command): void {
       consoleOnly: !image.ssh,
       status: { report: (name) => vmOps.report(name) },
       admin: adminKeys && { isAdminKey: (blob) => adminKeys.isAdminKey(blob), ops: vmOps, console: consoleAccess },
+      tokens,
+      stats: metrics.ssh,
     });
 
     const consoleTcp = config.consoleTcp
       ? await startConsoleTcpServer({ address: config.consoleTcp, allowPublic: config.consoleTcpPublic, hub, replayLines: config.consoleReplay, logger })
       : undefined;
+    const http =
+      config.http && tokens
+        ? await startHttpServer({
+            address: config.http,
+            allowPublic: config.httpPublic,
+            ops: vmOps,
+            history: (name, o) => hub.history(name, o),
+            channel: (name) => hub.channel(name),
+            isKnown: (name) => vmOps.isKnown(name),
+            replayLines: config.consoleReplay,
+            auth: tokens,
+            metrics,
+            logger,
+          })
+        : undefined;
     await new Promise<void>((resolve, reject) => {
       server.once('error', (err: NodeJS.ErrnoException) =>
         reject(new UserError(`cannot listen on ${config.listen}:${config.port}: ${err.code ?? err.message}`)),
@@ -137,7 +164,7 @@ export function registerServeCommand(program: Command): void {
     const address = server.address();
     const port = typeof address === 'object' && address ? address.port : config.port;
     logger.info(
-      { event: 'listening', listen: config.listen, port, accel, auth: config.auth, dataDir: config.dataDir, hostKey: hostKey.fingerprint, kernel: image.manifest?.kernel.release, consoleTcpPort: consoleTcp?.port, controlSocket: control.path, adminKeys: adminKeys?.count },
+      { event: 'listening', listen: config.listen, port, accel, auth: config.auth, dataDir: config.dataDir, hostKey: hostKey.fingerprint, kernel: image.manifest?.kernel.release, consoleTcpPort: consoleTcp?.port, httpPort: http?.port, controlSocket: control.path, adminKeys: adminKeys?.count },
       `sshvisor listening on ${config.listen}:${port}`,
     );
 
@@ -150,6 +177,7 @@ export function registerServeCommand(program: Command): void {
       void control
         .close()
         .then(() => consoleTcp?.close())
+        .then(() => http?.close())
         .then(() => manager.shutdown())
         .catch((err) => logger.error({ err: String(err) }, 'error while suspending VMs'))
         .then(() => hub.close())

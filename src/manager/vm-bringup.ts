@@ -18,7 +18,7 @@ import {
   snapshotTakenAt,
   writeSnapshotMeta,
 } from './snapshot-files.js';
-import { GUEST_HOST_KEY_FILE, type Entry, type Launch, type VmManagerOptions } from './manager-types.js';
+import { GUEST_HOST_KEY_FILE, type Entry, type Launch, type LaunchHow, type VmManagerOptions } from './manager-types.js';
 
 export interface BringupHooks {
   /** A VM object exists and is about to start (attach consoles now). */
@@ -26,6 +26,10 @@ export interface BringupHooks {
   exited(entry: Entry, vm: Vm, info: ExitInfo): void;
   /** The entry never got a VM (its disk could not be made). */
   forget(entry: Entry): void;
+  /** The VM process runs (booted, cloned or resumed). */
+  started(entry: Entry, how: LaunchHow): void;
+  /** The guest is usable (its SSH daemon answered; at start for images without one), `ms` after it started. */
+  ready(entry: Entry, how: LaunchHow, ms: number): void;
 }
 
 /**
@@ -146,6 +150,18 @@ export class VmBringup {
     // From here the guest moves on: its old snapshot must never be restored over the newer disk.
     if (from.kind === 'snapshot') forgetSnapshot(dir);
     else opts.store.recordBoot(entry.name);
+    const how: LaunchHow = from.kind === 'snapshot' ? 'resume' : from.kind === 'template' ? 'clone' : 'boot';
+    this.hooks.started(entry, how);
+    entry.launched = how;
+    if (!opts.image.ssh) this.reportReady(entry);
+  }
+
+  /** Once per run: the first time the guest is usable. */
+  private reportReady(entry: Entry): void {
+    const how = entry.launched;
+    if (!how) return;
+    entry.launched = undefined;
+    this.hooks.ready(entry, how, Date.now() - (entry.startedAt ?? Date.now()));
   }
 
   async connect(entry: Entry): Promise<void> {
@@ -183,6 +199,7 @@ export class VmBringup {
       throw new UserError(`VM ${entry.name} failed to boot: ${errorMessage(err)}`);
     }
     opts.logger.info({ vm: entry.name, event: 'vm-ready', ms: Date.now() - (entry.startedAt ?? Date.now()) }, 'VM ready');
+    this.reportReady(entry);
   }
 
   /**

@@ -58,9 +58,9 @@ describe('Store', () => {
     const db = new Database(join(dir, 'state.db'), { readonly: true });
     try {
       assert.equal(db.pragma('journal_mode', { simple: true }), 'wal');
-      assert.equal(db.prepare('SELECT version FROM schema_version').pluck().get(), 2);
+      assert.equal(db.prepare('SELECT version FROM schema_version').pluck().get(), 3);
       const tables = db.prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name").pluck().all();
-      assert.deepEqual(tables, ['schema_version', 'vm_grants', 'vm_owners', 'vms']);
+      assert.deepEqual(tables, ['schema_version', 'vm_api_tokens', 'vm_grants', 'vm_owners', 'vms']);
     } finally {
       db.close();
     }
@@ -83,7 +83,7 @@ describe('Store', () => {
     const db = new Database(join(dir, 'state.db'));
     db.prepare('UPDATE schema_version SET version = 99').run();
     db.close();
-    assert.throws(() => Store.open(dir), /schema version 99, newer than this sshvisor knows \(2\)/);
+    assert.throws(() => Store.open(dir), /schema version 99, newer than this sshvisor knows \(3\)/);
   });
 
   test('claim: first key owns the name, others are denied', () => {
