@@ -5,7 +5,7 @@ import { CapacityError } from '../manager/capacity-error.js';
 import { UserError, errorMessage } from '../util/errors.js';
 import { isValidVmName } from '../vm/vm-name.js';
 import type { Logger } from '../util/log.js';
-import { HttpError, readJsonBody, sendJson, sendText } from './http-util.js';
+import { HttpError, MAX_BODY_BYTES, readJsonBody, sendJson, sendText } from './http-util.js';
 import { bearerToken, mayControl, mayRead, type Decision, type Principal } from './tokens.js';
 
 /** What the API needs: the operator's ops (the same as `sshvisor CMD`), console history, token auth, metrics. */
@@ -64,6 +64,9 @@ function parseLines(raw: string | null): number {
 
 /** GET /metrics (admin token) and everything under /api/. Throws HttpError for every non-200 answer. */
 export async function handleApi(ctx: ApiContext, req: IncomingMessage, res: ServerResponse, url: URL): Promise<void> {
+  // Before anything else: a huge body is refused unread, whoever sends it.
+  const declared = Number(req.headers['content-length'] ?? 0);
+  if (declared > MAX_BODY_BYTES) throw new HttpError(413, `request body too large (${declared} bytes; at most ${MAX_BODY_BYTES})`, { connection: 'close' });
   const who = authenticate(ctx, req);
   const parts = url.pathname.split('/').filter(Boolean);
   if (url.pathname === '/metrics') {

@@ -77,7 +77,7 @@ export function serveConsoleSocket(ctx: ConsoleSocketContext, ws: WebSocket, vm:
   const readOnly = mayControl(who, vm) !== 'ok';
   const log = ctx.logger.child({ vm, event: 'web-console', by: who.kind === 'admin' ? 'admin' : `token:${who.access}` });
   ws.send(JSON.stringify({ type: 'hello', vm, readOnly }));
-  ws.send(formatNotice(readOnly ? `watching ${vm}'s console, read-only` : `${vm}'s console: keystrokes go to the VM`));
+  ws.send(Buffer.from(formatNotice(readOnly ? `watching ${vm}'s console, read-only` : `${vm}'s console: keystrokes go to the VM`)), { binary: true });
   let pending: Buffer[] = [];
   let scheduled = false;
   let waiting = false;

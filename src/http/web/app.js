@@ -131,6 +131,7 @@ function openConsole(name) {
   let readOnly = true;
   ws.addEventListener('message', (ev) => {
     if (typeof ev.data === 'string') {
+      // Text frames are control messages; console bytes come as binary frames.
       const msg = JSON.parse(ev.data);
       if (msg.type === 'hello') {
         readOnly = msg.readOnly;
@@ -138,8 +139,6 @@ function openConsole(name) {
         $('console-mode').textContent = readOnly ? 'read-only' : 'interactive';
         $('console-mode').className = readOnly ? 'badge' : 'badge rw';
         if (!readOnly) term.focus();
-      } else {
-        term.write(ev.data);
       }
       return;
     }
