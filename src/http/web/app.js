@@ -120,7 +120,7 @@ function openConsole(name) {
   $('console-mode').textContent = 'connecting';
   const control = me.kind === 'admin' || (me.control && me.vm === name);
   for (const b of document.querySelectorAll('[data-action]')) b.hidden = !control;
-  const term = new Terminal({ convertEol: false, scrollback: 5000, fontSize: 14, disableStdin: true });
+  const term = new Terminal({ cols: 120, rows: 32, scrollback: 5000, fontSize: 13, disableStdin: true });
   term.open($('terminal'));
   const scheme = location.protocol === 'https:' ? 'wss' : 'ws';
   const ws = new WebSocket(`${scheme}://${location.host}/api/vms/${encodeURIComponent(name)}/console/ws`, ['sshvisor.console', `bearer.${token}`]);
