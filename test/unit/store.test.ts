@@ -238,7 +238,7 @@ describe('Store', () => {
     Store.open(dir).close();
     const db = new Database(join(dir, 'state.db'));
     db.exec(`CREATE TABLE vms_old AS SELECT name, created_at, last_boot_at, last_exit_reason, last_exit_detail, last_exit_at, boots FROM vms;
-             DROP TABLE vms; ALTER TABLE vms_old RENAME TO vms;
+             DROP TABLE vms; ALTER TABLE vms_old RENAME TO vms; DROP TABLE vm_api_tokens;
              INSERT INTO vms (name, created_at, boots) VALUES ('old', 5, 3);
              UPDATE schema_version SET version = 1;`);
     db.close();
