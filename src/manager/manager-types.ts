@@ -51,8 +51,6 @@ export interface Entry {
   guestReady?: Promise<void>;
   sessions: number;
   idleTimer?: NodeJS.Timeout;
-  /** How this run started, until the guest is reported ready (metrics). */
-  launched?: LaunchHow;
 }
 
 /** How a VM run began: a cold boot, a clone of the template, or a resume of its own snapshot. */

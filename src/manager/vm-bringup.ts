@@ -28,7 +28,7 @@ export interface BringupHooks {
   forget(entry: Entry): void;
   /** The VM process runs (booted, cloned or resumed). */
   started(entry: Entry, how: LaunchHow): void;
-  /** The guest is usable (its SSH daemon answered; at start for images without one), `ms` after it started. */
+  /** The guest is usable (resumed, or its SSH daemon is up), `ms` after its VM started; once per run. */
   ready(entry: Entry, how: LaunchHow, ms: number): void;
 }
 
@@ -152,16 +152,11 @@ export class VmBringup {
     else opts.store.recordBoot(entry.name);
     const how: LaunchHow = from.kind === 'snapshot' ? 'resume' : from.kind === 'template' ? 'clone' : 'boot';
     this.hooks.started(entry, how);
-    entry.launched = how;
-    if (!opts.image.ssh) this.reportReady(entry);
-  }
-
-  /** Once per run: the first time the guest is usable. */
-  private reportReady(entry: Entry): void {
-    const how = entry.launched;
-    if (!how) return;
-    entry.launched = undefined;
-    this.hooks.ready(entry, how, Date.now() - (entry.startedAt ?? Date.now()));
+    // Usable: a resumed guest as soon as it runs (its daemons never stopped); a booted one when it says its SSH daemon is up.
+    const startedAt = entry.startedAt;
+    void entry.guestReady.then(() => {
+      if (entry.vm === vm && vm.state === 'running') this.hooks.ready(entry, how, Date.now() - startedAt);
+    });
   }
 
   async connect(entry: Entry): Promise<void> {
@@ -199,7 +194,6 @@ export class VmBringup {
       throw new UserError(`VM ${entry.name} failed to boot: ${errorMessage(err)}`);
     }
     opts.logger.info({ vm: entry.name, event: 'vm-ready', ms: Date.now() - (entry.startedAt ?? Date.now()) }, 'VM ready');
-    this.reportReady(entry);
   }
 
   /**

@@ -49,14 +49,14 @@ export class SshvisorMetrics {
     this.suspends = new Counter({ name: 'sshvisor_vm_suspends_total', help: 'VMs suspended to disk', registers });
     this.bootSeconds = new Histogram({
       name: 'sshvisor_vm_boot_duration_seconds',
-      help: 'From starting a VM to its guest being usable (SSH up), boots and clones',
+      help: 'From starting a VM (boot or clone) to the guest saying its SSH daemon is up',
       labelNames: ['how'],
       buckets: DURATION_BUCKETS,
       registers,
     });
     this.resumeSeconds = new Histogram({
       name: 'sshvisor_vm_resume_duration_seconds',
-      help: 'From starting a resume to the guest being usable (SSH up)',
+      help: 'From starting a resume to the restored guest running again',
       buckets: DURATION_BUCKETS,
       registers,
     });
