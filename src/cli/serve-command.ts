@@ -51,11 +51,11 @@ export function registerServeCommand(program: Command): void {
     process.umask(0o077);
     const logger = createLogger(config.logLevel);
     // Everything that can fail on bad setup fails here, before the port opens.
+    if (config.http) checkHttpAddress(config.http, config.httpPublic);
     const image = config.kernel ? customImage(config) : { ...loadImage(config.imageDir), ...(config.consoleOnly ? { ssh: false } : {}) };
     const driver = new QemuDriver();
     const accel = resolveAccel(config.accel);
     const adminKeys = config.adminKeys ? new AdminKeys(config.adminKeys, logger) : undefined;
-    if (config.http) checkHttpAddress(config.http, config.httpPublic);
     const store = Store.open(config.dataDir);
     const hostKey = loadOrCreateHostKey(config.dataDir);
     const gatewayKey = loadOrCreateGatewayKey(config.dataDir);

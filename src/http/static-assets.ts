@@ -1,6 +1,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
 
 /**
  * The web page's files, served by sshvisor itself: the page from
@@ -22,7 +23,7 @@ const TYPES: Record<string, string> = {
 };
 
 function webDir(): string {
-  const here = dirname(new URL(import.meta.url).pathname);
+  const here = dirname(fileURLToPath(import.meta.url));
   const candidates = [join(here, 'web'), resolve(here, '..', '..', '..', 'src', 'http', 'web')];
   const found = candidates.find((d) => existsSync(join(d, 'index.html')));
   if (!found) throw new Error(`the web page's files are missing (looked in ${candidates.join(', ')})`);
