@@ -112,4 +112,20 @@ describe('web console in a browser', () => {
     assert.ok(!(await rowsText(page)).includes('ignored-42'), 'keystrokes of a read-only viewer never reach the guest');
     await page.close();
   });
+
+  it('states update live: suspend from the page, and the list follows', async () => {
+    const owner = (await server.ssh('alice+token', alice, ['rw'])).stdout.trim();
+    const page = await browser!.newPage();
+    await page.goto(`${server.httpUrl}/#token=${owner}`);
+    const state = page.locator('#vm-rows tr[data-vm="alice"] .state');
+    await state.filter({ hasText: 'running' }).waitFor({ timeout: 30_000 });
+    await page.locator('#vm-rows tr[data-vm="alice"] button').click();
+    await page.locator('[data-action="suspend"]').click();
+    await page.locator('#console-action', { hasText: 'suspend: suspended' }).waitFor({ timeout: 120_000 });
+    await state.filter({ hasText: 'suspended' }).waitFor({ timeout: 30_000 });
+    // Resumed behind the page's back (by a login): the list shows it without a reload.
+    assert.equal((await server.ssh('alice', alice, ['true'])).code, 0);
+    await state.filter({ hasText: 'running' }).waitFor({ timeout: 30_000 });
+    await page.close();
+  });
 });

@@ -117,6 +117,7 @@ function openConsole(name) {
   closeConsole();
   $('console').hidden = false;
   $('console-name').textContent = name;
+  $('console-action').textContent = '';
   $('console-mode').textContent = 'connecting';
   const control = me.kind === 'admin' || (me.control && me.vm === name);
   for (const b of document.querySelectorAll('[data-action]')) b.hidden = !control;
@@ -156,12 +157,12 @@ function openConsole(name) {
 async function act(action) {
   if (!consoleView) return;
   const name = consoleView.name;
-  $('console-status').textContent = `${action}...`;
+  $('console-action').textContent = `${action}...`;
   try {
     const r = await api(`/api/vms/${encodeURIComponent(name)}/${action}`, { method: 'POST' });
-    $('console-status').textContent = `${action}: ${r.result}`;
+    $('console-action').textContent = `${action}: ${r.result}`;
   } catch (err) {
-    $('console-status').textContent = `${action} failed: ${err.message}`;
+    $('console-action').textContent = `${action} failed: ${err.message}`;
   }
   refresh();
 }
