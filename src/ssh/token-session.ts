@@ -22,7 +22,11 @@ const USAGE = 'takes no command (a read-only token), "rw" (a token that may also
  */
 export function serveTokenSession(session: Session, vmName: string, fingerprint: string, issuer: TokenIssuer, log: Logger): void {
   let started = false;
-  session.on('pty', (accept) => accept?.());
+  let eol = '\n';
+  session.on('pty', (accept) => {
+    eol = '\r\n';
+    accept?.();
+  });
   session.on('env', (accept) => accept?.());
   session.on('window-change', (accept) => accept?.());
   session.on('signal', (accept) => accept?.());
@@ -32,7 +36,7 @@ export function serveTokenSession(session: Session, vmName: string, fingerprint:
   const begin = (stream: ServerChannel, command: string): void => {
     started = true;
     try {
-      respond(stream, vmName, command, fingerprint, issuer, log);
+      respond(stream, vmName, command, fingerprint, issuer, log, eol);
     } catch (err) {
       fail(stream, errorMessage(err));
     }
@@ -41,7 +45,7 @@ export function serveTokenSession(session: Session, vmName: string, fingerprint:
   session.on('exec', (accept, reject, info) => (started ? reject?.() : begin(accept(), info.command)));
 }
 
-function respond(stream: ServerChannel, vmName: string, command: string, fingerprint: string, issuer: TokenIssuer, log: Logger): void {
+function respond(stream: ServerChannel, vmName: string, command: string, fingerprint: string, issuer: TokenIssuer, log: Logger, eol: string): void {
   const words = splitCommandLine(command);
   const word = words[0];
   if (words.length > 1 || (word !== undefined && !['rw', 'revoke'].includes(word))) {
@@ -52,11 +56,11 @@ function respond(stream: ServerChannel, vmName: string, command: string, fingerp
   }
   if (word === 'revoke') {
     const n = issuer.revoke(vmName);
-    stream.write(`revoked ${n} token${n === 1 ? '' : 's'} of ${vmName}\n`);
+    stream.write(`revoked ${n} token${n === 1 ? '' : 's'} of ${vmName}${eol}`);
     log.info({ event: 'api-tokens-revoked', count: n, fingerprint }, 'API tokens revoked');
   } else {
     const access: TokenAccess = word === 'rw' ? 'owner' : 'read';
-    stream.write(issuer.issue(vmName, access, fingerprint) + '\n');
+    stream.write(issuer.issue(vmName, access, fingerprint) + eol);
     log.info({ event: 'api-token-issued', access, fingerprint }, 'API token issued');
   }
   stream.exit(0);

@@ -86,7 +86,7 @@ describe('HTTP API and metrics', () => {
     assert.equal(basic.status, 401);
   });
 
-  it('metrics parse as Prometheus text and move when a VM boots', async () => {
+  it('metrics parse as Prometheus text and move when a VM boots', async (t) => {
     const before = await metrics();
     assert.equal(before.types.get('sshvisor_vm_boot_duration_seconds'), 'histogram');
     assert.equal(sample(before, 'sshvisor_vm_boots_total{how="boot"}'), 0);
@@ -99,6 +99,7 @@ describe('HTTP API and metrics', () => {
     assert.equal(sample(m, 'sshvisor_vms{state="running"}'), 1);
     assert.equal(sample(m, 'sshvisor_vm_boot_duration_seconds_count{how="boot"}'), 1);
     assert.ok(sample(m, 'sshvisor_vm_boot_duration_seconds_sum{how="boot"}') > 0);
+    t.diagnostic(`boot to ready: ${sample(m, 'sshvisor_vm_boot_duration_seconds_sum{how="boot"}').toFixed(2)} s`);
     assert.ok(sample(m, 'sshvisor_console_bytes_captured_total') > sample(before, 'sshvisor_console_bytes_captured_total'));
     assert.ok(sample(m, 'sshvisor_ssh_connections_total') > sample(before, 'sshvisor_ssh_connections_total'));
   });
@@ -148,7 +149,7 @@ describe('HTTP API and metrics', () => {
     assert.equal(r.stdout, '');
   });
 
-  it('an owner token suspends; the admin token resumes and stops; metrics follow', async () => {
+  it('an owner token suspends; the admin token resumes and stops; metrics follow', async (t) => {
     const owner = await issueToken(alice, 'alice', ['rw']);
     assert.match(owner, /^svo_/);
     const ws = await wsOpen('alice', owner);
@@ -170,6 +171,7 @@ describe('HTTP API and metrics', () => {
     m = await metrics();
     assert.equal(sample(m, 'sshvisor_vm_resumes_total'), 1);
     assert.equal(sample(m, 'sshvisor_vm_resume_duration_seconds_count'), 1);
+    t.diagnostic(`resume to running: ${sample(m, 'sshvisor_vm_resume_duration_seconds_sum').toFixed(2)} s`);
     assert.equal(sample(m, 'sshvisor_vms{state="running"}'), 1);
     assert.equal(sample(m, 'sshvisor_vm_boots_total{how="boot"}'), 1, 'a resume is not a boot');
 

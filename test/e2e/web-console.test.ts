@@ -81,7 +81,9 @@ describe('web console in a browser', () => {
     const mark = `web-mark-${randomBytes(4).toString('hex')}`;
     const r = await server.ssh('alice', alice, [`echo ${mark} > /dev/ttyS0`]);
     assert.equal(r.code, 0, r.stderr);
+    const printed = Date.now();
     await waitForConsole(page, mark);
+    t.diagnostic(`the line showed in the browser within ${Date.now() - printed} ms of the ssh command returning (200 ms polls)`);
 
     await page.locator('#terminal').click();
     await page.keyboard.type('echo typed-$((6*7))-in-browser\n');
