@@ -2,6 +2,7 @@ import type { Command } from 'commander';
 import { loadConfig } from '../config/load-config.js';
 import { createLogger } from '../util/log.js';
 import { existsSync } from 'node:fs';
+import { join } from 'node:path';
 import { loadImage, type GuestImage } from '../image/image.js';
 import { ConsoleHub } from '../console/console-hub.js';
 import { startConsoleTcpServer } from '../console/console-tcp-server.js';
@@ -23,7 +24,7 @@ import { EXIT_USAGE, parseAdminCommand, runAdminCommand, type AdminOps } from '.
 import { startControlServer } from '../ops/control-socket.js';
 import { SshvisorMetrics } from '../metrics/sshvisor-metrics.js';
 import { checkHttpAddress, startHttpServer } from '../http/http-server.js';
-import { loadOrCreateAdminToken, TokenAuth } from '../http/tokens.js';
+import { ADMIN_TOKEN_FILE, loadOrCreateAdminToken, TokenAuth } from '../http/tokens.js';
 
 const OPEN_BANNER =
   'WARNING: this sshvisor runs with --auth open: any key can log in as any name.\r\n';
@@ -164,7 +165,7 @@ export function registerServeCommand(program: Command): void {
     const address = server.address();
     const port = typeof address === 'object' && address ? address.port : config.port;
     logger.info(
-      { event: 'listening', listen: config.listen, port, accel, auth: config.auth, dataDir: config.dataDir, hostKey: hostKey.fingerprint, kernel: image.manifest?.kernel.release, consoleTcpPort: consoleTcp?.port, httpPort: http?.port, controlSocket: control.path, adminKeys: adminKeys?.count },
+      { event: 'listening', listen: config.listen, port, accel, auth: config.auth, dataDir: config.dataDir, hostKey: hostKey.fingerprint, kernel: image.manifest?.kernel.release, consoleTcpPort: consoleTcp?.port, httpPort: http?.port, httpAdminToken: http && join(config.dataDir, ADMIN_TOKEN_FILE), controlSocket: control.path, adminKeys: adminKeys?.count },
       `sshvisor listening on ${config.listen}:${port}`,
     );
 
