@@ -1,5 +1,6 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { request } from 'node:http';
 import { WebSocket } from 'ws';
 import { ConsoleHub } from '../../src/console/console-hub.js';
 import { startHttpServer, checkHttpAddress, type HttpServer } from '../../src/http/http-server.js';
@@ -124,6 +125,20 @@ describe('HTTP server with fakes', () => {
     reader.ws.close();
     owner.ws.close();
     await waitFor(() => hub.viewerCount === 0);
+  });
+
+  test('a chunked body past the limit gets 413 without being read to the end', async () => {
+    const status = await new Promise<number>((resolve, reject) => {
+      const req = request(url('/api/vms/alice/stop'), { method: 'POST', headers: { authorization: 'Bearer alice-owner', 'transfer-encoding': 'chunked' } }, (res) => {
+        res.resume();
+        resolve(res.statusCode ?? 0);
+      });
+      req.on('error', reject);
+      // 20 KiB now, and more that is never needed.
+      req.write('x'.repeat(20 * 1024));
+    });
+    assert.equal(status, 413);
+    assert.deepEqual(stops, ['alice'], 'nothing more was stopped');
   });
 
   test('console socket refusals: no token, other VM, cross-origin', async () => {
