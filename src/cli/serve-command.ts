@@ -2,6 +2,7 @@ import type { Command } from 'commander';
 import { loadConfig } from '../config/load-config.js';
 import { createLogger } from '../util/log.js';
 import { existsSync } from 'node:fs';
+import { join } from 'node:path';
 import { loadImage, type GuestImage } from '../image/image.js';
 import { ConsoleHub } from '../console/console-hub.js';
 import { startConsoleTcpServer } from '../console/console-tcp-server.js';
@@ -21,6 +22,9 @@ import { createVmOps } from '../ops/vm-ops.js';
 import { describeImage } from '../ops/vm-status.js';
 import { EXIT_USAGE, parseAdminCommand, runAdminCommand, type AdminOps } from '../ops/admin-commands.js';
 import { startControlServer } from '../ops/control-socket.js';
+import { SshvisorMetrics } from '../metrics/sshvisor-metrics.js';
+import { checkHttpAddress, startHttpServer } from '../http/http-server.js';
+import { ADMIN_TOKEN_FILE, loadOrCreateAdminToken, TokenAuth } from '../http/tokens.js';
 
 const OPEN_BANNER =
   'WARNING: this sshvisor runs with --auth open: any key can log in as any name.\r\n';
@@ -48,6 +52,7 @@ export function registerServeCommand(program: Command): void {
     process.umask(0o077);
     const logger = createLogger(config.logLevel);
     // Everything that can fail on bad setup fails here, before the port opens.
+    if (config.http) checkHttpAddress(config.http, config.httpPublic);
     const image = config.kernel ? customImage(config) : { ...loadImage(config.imageDir), ...(config.consoleOnly ? { ssh: false } : {}) };
     const driver = new QemuDriver();
     const accel = resolveAccel(config.accel);
@@ -112,6 +117,12 @@ export function registerServeCommand(program: Command): void {
     const authenticator = createAuthenticator({ mode: config.auth, store, keysDir: config.keysDir, logger });
     const vmOps = createVmOps({ dataDir: config.dataDir, image: describeImage(image), memoryMiB: config.memory, cpus: config.cpus, manager, store, hub });
     ops = vmOps;
+    const metrics = new SshvisorMetrics({
+      vmStates: () => vmOps.names().map((n) => vmOps.report(n, { consoleLines: 0 }).state),
+      console: hub,
+    });
+    metrics.watchManager(manager);
+    const tokens = config.http ? new TokenAuth(loadOrCreateAdminToken(config.dataDir), store) : undefined;
     const consoleAccess = { hub, acquire: (name: string, options?: Parameters<VmManager['acquire']>[1]) => manager.acquire(name, options), replayLines: config.consoleReplay };
     const server = createSshServer({
       hostKey: hostKey.privateKey,
@@ -123,11 +134,28 @@ export function registerServeCommand(program: Command): void {
       consoleOnly: !image.ssh,
       status: { report: (name) => vmOps.report(name) },
       admin: adminKeys && { isAdminKey: (blob) => adminKeys.isAdminKey(blob), ops: vmOps, console: consoleAccess },
+      tokens,
+      stats: metrics.ssh,
     });
 
     const consoleTcp = config.consoleTcp
       ? await startConsoleTcpServer({ address: config.consoleTcp, allowPublic: config.consoleTcpPublic, hub, replayLines: config.consoleReplay, logger })
       : undefined;
+    const http =
+      config.http && tokens
+        ? await startHttpServer({
+            address: config.http,
+            allowPublic: config.httpPublic,
+            ops: vmOps,
+            history: (name, o) => hub.history(name, o),
+            channel: (name) => hub.channel(name),
+            isKnown: (name) => vmOps.isKnown(name),
+            replayLines: config.consoleReplay,
+            auth: tokens,
+            metrics,
+            logger,
+          })
+        : undefined;
     await new Promise<void>((resolve, reject) => {
       server.once('error', (err: NodeJS.ErrnoException) =>
         reject(new UserError(`cannot listen on ${config.listen}:${config.port}: ${err.code ?? err.message}`)),
@@ -137,7 +165,7 @@ export function registerServeCommand(program: Command): void {
     const address = server.address();
     const port = typeof address === 'object' && address ? address.port : config.port;
     logger.info(
-      { event: 'listening', listen: config.listen, port, accel, auth: config.auth, dataDir: config.dataDir, hostKey: hostKey.fingerprint, kernel: image.manifest?.kernel.release, consoleTcpPort: consoleTcp?.port, controlSocket: control.path, adminKeys: adminKeys?.count },
+      { event: 'listening', listen: config.listen, port, accel, auth: config.auth, dataDir: config.dataDir, hostKey: hostKey.fingerprint, kernel: image.manifest?.kernel.release, consoleTcpPort: consoleTcp?.port, httpPort: http?.port, httpAdminToken: http && join(config.dataDir, ADMIN_TOKEN_FILE), controlSocket: control.path, adminKeys: adminKeys?.count },
       `sshvisor listening on ${config.listen}:${port}`,
     );
 
@@ -150,6 +178,7 @@ export function registerServeCommand(program: Command): void {
       void control
         .close()
         .then(() => consoleTcp?.close())
+        .then(() => http?.close())
         .then(() => manager.shutdown())
         .catch((err) => logger.error({ err: String(err) }, 'error while suspending VMs'))
         .then(() => hub.close())

@@ -74,6 +74,10 @@ export const serveConfigSchema = z.strictObject({
   consoleTcp: z.string().regex(/^(\[[0-9a-f:]+\]|[^:\s]+):\d{1,5}$/i, { error: 'must be HOST:PORT, e.g. 127.0.0.1:7022' }).optional(),
   /** Allow --console-tcp on a non-loopback address (it is unauthenticated plaintext). */
   consoleTcpPublic: z.boolean({ error: 'must be true or false' }),
+  /** host:port for the HTTP API, /metrics and the web console; off when absent. */
+  http: z.string().regex(/^(\[[0-9a-f:]+\]|[^:\s]+):\d{1,5}$/i, { error: 'must be HOST:PORT, e.g. 127.0.0.1:8080' }).optional(),
+  /** Allow --http on a non-loopback address (plain HTTP: tokens would cross the network in the clear). */
+  httpPublic: z.boolean({ error: 'must be true or false' }),
   /** Boot this kernel instead of the image in imageDir (e.g. a unikernel). */
   kernel: path.optional(),
   initrd: path.optional(),
@@ -123,6 +127,8 @@ export const SERVE_FIELDS: { readonly [K in ServeConfigKey]: FieldInfo } = {
   consoleLogSize: { kind: 'string', arg: 'size', help: 'rotate DATA_DIR/vms/NAME/console.log past this size (default 4MiB)' },
   consoleTcp: { kind: 'string', arg: 'host:port', help: 'also serve consoles read-only as plain text on this address (off by default)' },
   consoleTcpPublic: { kind: 'bool', help: 'allow --console-tcp on a non-loopback address' },
+  http: { kind: 'string', arg: 'host:port', help: 'serve the JSON API, /metrics and the web console on this address (off by default)' },
+  httpPublic: { kind: 'bool', help: 'allow --http on a non-loopback address' },
   kernel: { kind: 'path', arg: 'file', help: 'boot this kernel (e.g. a unikernel) instead of the image' },
   initrd: { kind: 'path', arg: 'file', help: 'initramfs for --kernel' },
   append: { kind: 'string', arg: 'args', help: 'kernel arguments for --kernel' },
@@ -150,6 +156,7 @@ export const STATIC_DEFAULTS = {
   consoleReplay: 100,
   consoleLogSize: 4 * 1024 ** 2,
   consoleTcpPublic: false,
+  httpPublic: false,
   consoleOnly: false,
   templates: true,
 } as const satisfies Partial<ServeConfig>;

@@ -58,3 +58,6 @@ export interface Entry {
   idleTimer?: NodeJS.Timeout;
 }
 
+/** How a VM run began: a cold boot, a clone of the template, or a resume of its own snapshot. */
+export type LaunchHow = 'boot' | 'clone' | 'resume';
+

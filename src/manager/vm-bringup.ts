@@ -19,7 +19,7 @@ import {
   snapshotTakenAt,
   writeSnapshotMeta,
 } from './snapshot-files.js';
-import { GUEST_HOST_KEY_FILE, type Entry, type Launch, type VmManagerOptions } from './manager-types.js';
+import { GUEST_HOST_KEY_FILE, type Entry, type Launch, type LaunchHow, type VmManagerOptions } from './manager-types.js';
 
 export interface BringupHooks {
   /** A VM object exists and is about to start (attach consoles now). */
@@ -27,6 +27,10 @@ export interface BringupHooks {
   exited(entry: Entry, vm: Vm, info: ExitInfo): void;
   /** The entry never got a VM (its disk could not be made). */
   forget(entry: Entry): void;
+  /** The VM process runs (booted, cloned or resumed). */
+  started(entry: Entry, how: LaunchHow): void;
+  /** The guest is usable (resumed, or its SSH daemon is up), `ms` after its VM started; once per run. */
+  ready(entry: Entry, how: LaunchHow, ms: number): void;
 }
 
 /**
@@ -147,6 +151,13 @@ export class VmBringup {
     // From here the guest moves on: its old snapshot must never be restored over the newer disk.
     if (from.kind === 'snapshot') forgetSnapshot(dir);
     else opts.store.recordBoot(entry.name);
+    const how: LaunchHow = from.kind === 'snapshot' ? 'resume' : from.kind === 'template' ? 'clone' : 'boot';
+    this.hooks.started(entry, how);
+    // Usable: a resumed guest as soon as it runs (its daemons never stopped); a booted one when it says its SSH daemon is up.
+    const startedAt = entry.startedAt;
+    void entry.guestReady.then(() => {
+      if (entry.vm === vm && vm.state === 'running') this.hooks.ready(entry, how, Date.now() - startedAt);
+    });
   }
 
   async connect(entry: Entry): Promise<void> {

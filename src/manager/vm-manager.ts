@@ -7,11 +7,11 @@ import { assertVmName } from '../vm/vm-name.js';
 import { CapacityError } from './capacity-error.js';
 import type { GuestClient } from './guest-connection.js';
 import type { LentConnection } from './guest-session-pool.js';
-import type { Entry, VmManagerOptions } from './manager-types.js';
+import type { Entry, LaunchHow, VmManagerOptions } from './manager-types.js';
 import { VmBringup } from './vm-bringup.js';
 import { deleteSnapshot, snapshotTakenAt } from './snapshot-files.js';
 
-export type { VmManagerOptions } from './manager-types.js';
+export type { LaunchHow, VmManagerOptions } from './manager-types.js';
 
 /** A session's hold on a running VM; release it when the session ends. */
 export interface Lease {
@@ -61,6 +61,10 @@ export interface ManagerEvents {
   /** A VM was created and is about to start: attach to its console now to see every byte. */
   'vm-created': [Vm, { resumedFrom?: Date; cloned?: boolean }];
   'vm-exit': [string, ExitInfo];
+  /** The VM process of `name` runs: booted, cloned or resumed. */
+  'vm-started': [string, LaunchHow];
+  /** `name`'s guest became usable `ms` after its VM started (once per run). */
+  'vm-ready': [string, LaunchHow, number];
 }
 
 /**
@@ -84,6 +88,8 @@ export class VmManager extends EventEmitter<ManagerEvents> {
       created: (vm, how) => this.emit('vm-created', vm, how),
       exited: (entry, vm, info) => this.onExit(entry, vm, info),
       forget: (entry) => this.entries.delete(entry.name),
+      started: (entry, how) => this.emit('vm-started', entry.name, how),
+      ready: (entry, how, ms) => this.emit('vm-ready', entry.name, how, ms),
     });
     const sweep = (): void => this.bringup.sweepSnapshots((name) => this.entries.has(name));
     sweep();

@@ -9,6 +9,7 @@ import { serveConsoleSession, type ConsoleAccess } from './console-session.js';
 import { serveStatusSession, type StatusAccess } from './status-session.js';
 import { serveAdminSession, type AdminAccess } from './admin-session.js';
 import type { GrantPermission } from '../store/store.js';
+import { serveTokenSession, type TokenIssuer } from './token-session.js';
 
 const { Server, utils } = ssh2;
 
@@ -26,6 +27,10 @@ export interface SshFrontDoorOptions {
   status: StatusAccess;
   /** The `admin` account (--admin-keys); without it every admin login is refused. */
   admin?: AdminAccess;
+  /** NAME+token: HTTP API tokens (--http); without it +token is refused. */
+  tokens?: TokenIssuer;
+  /** Counters for /metrics. */
+  stats?: { connection(): void; authFailure(): void };
 }
 
 /**
@@ -39,13 +44,18 @@ type Routing = { route: Route; fingerprint?: string } | { refusal: string };
 export function createSshServer(opts: SshFrontDoorOptions): InstanceType<typeof Server> {
   const server = new Server({ hostKeys: [opts.hostKey], ident: 'sshvisor', banner: opts.banner }, (client, info) => {
     const log = opts.logger.child({ conn: `${info.ip}:${info.port}` });
+    opts.stats?.connection();
     log.info({ event: 'connect', client: info.header.versions.software }, 'connection');
     let routing: Routing | undefined;
     let user = '';
 
     client.on('authentication', (ctx) => {
       const result = authenticate(ctx, opts, log);
-      if (!result) return ctx.reject(['publickey']);
+      if (!result) {
+        // The 'none' request every client opens with is a question, not a failed attempt.
+        if (ctx.method !== 'none') opts.stats?.authFailure();
+        return ctx.reject(['publickey']);
+      }
       // Before accept(): ssh2 emits 'ready' from inside it.
       routing = result;
       user = ctx.username;
@@ -107,7 +117,7 @@ function authenticate(ctx: AuthContext, opts: Pick<SshFrontDoorOptions, 'authent
     return undefined;
   }
   if (signed) log.info({ event: 'auth', result: 'accepted', vm: parsed.route.vm, fingerprint, reason: decision.reason }, 'auth accepted');
-  return { route: parsed.route };
+  return { route: parsed.route, fingerprint };
 }
 
 function verifySignature(ctx: AuthContext): boolean {
@@ -123,8 +133,8 @@ function onReady(client: Connection, routing: Routing, opts: SshFrontDoorOptions
   const refusal =
     'refusal' in routing
       ? routing.refusal
-      : route && route.mode === 'token'
-        ? `"+${route.mode}" is not available on this server yet`
+      : route && route.mode === 'token' && !opts.tokens
+        ? 'the HTTP API is not enabled on this server (sshvisor serve --http), so it has no tokens to give'
         : undefined;
 
   client.on('session', (accept) => {
@@ -133,6 +143,9 @@ function onReady(client: Connection, routing: Routing, opts: SshFrontDoorOptions
     if (refusal || !route) return refuseSession(session, refusal ?? 'no VM for this login');
     const vlog = log.child({ vm: route.vm });
     if (route.mode === 'status') return serveStatusSession(session, route.vm, opts.status, vlog);
+    if (route.mode === 'token' && opts.tokens) {
+      return serveTokenSession(session, route.vm, 'fingerprint' in routing ? (routing.fingerprint ?? '') : '', opts.tokens, vlog);
+    }
     if (route.mode === 'console' || route.mode === 'watch' || route.mode === 'logs') {
       return serveConsoleSession(session, route.vm, route.mode, opts.console, vlog);
     }

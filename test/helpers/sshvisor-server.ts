@@ -1,5 +1,5 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { freeLoopbackPort } from '../../src/vm/qemu/free-port.js';
@@ -23,14 +23,30 @@ export class SshvisorServer {
   readonly dir = mkdtempSync(join(tmpdir(), 'sshvisor-e2e-'));
   readonly dataDir = join(this.dir, 'data');
   port = 0;
+  /** The --http port, with `{ http: true }`. */
+  httpPort = 0;
   log = '';
   private child?: ChildProcess;
 
-  constructor(private readonly extraArgs: string[] = []) {}
+  constructor(
+    private readonly extraArgs: string[] = [],
+    private readonly options: { http?: boolean } = {},
+  ) {}
+
+  /** http://127.0.0.1:PORT of the HTTP front door. */
+  get httpUrl(): string {
+    return `http://127.0.0.1:${this.httpPort}`;
+  }
+
+  /** The admin token the server made in its data dir. */
+  adminToken(): string {
+    return readFileSync(join(this.dataDir, 'http-admin-token'), 'utf8').trim();
+  }
 
   async start(): Promise<this> {
     const image = await testImage();
     this.port = await freeLoopbackPort();
+    if (this.options.http) this.httpPort = await freeLoopbackPort();
     mkdirSync(this.dataDir, { recursive: true });
     this.child = spawn(
       process.execPath,
@@ -38,6 +54,7 @@ export class SshvisorServer {
         MAIN, 'serve', '--data-dir', this.dataDir, '--image-dir', resolve(image.kernel, '..'), '--port', String(this.port), '--accel', 'tcg',
         // Whether a new VM boots or is cloned would depend on when the background template is ready: tests that want clones say so.
         ...(this.extraArgs.includes('--templates') ? [] : ['--no-templates']),
+        ...(this.options.http ? ['--http', `127.0.0.1:${this.httpPort}`] : []),
         ...this.extraArgs,
       ],
       { stdio: ['ignore', 'ignore', 'pipe'] },
