@@ -1,4 +1,5 @@
-import { existsSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { writeFileAtomic } from '../util/atomic-write.js';
 import { join } from 'node:path';
 import { UserError, errorMessage } from '../util/errors.js';
 import { ensurePrivateDir } from '../util/paths.js';
@@ -165,7 +166,8 @@ export class VmBringup {
         deadline,
         exited: vm.exited,
         pinnedHostKey: existsSync(pinFile) ? readFileSync(pinFile) : undefined,
-        onFirstHostKey: (key) => writeFileSync(pinFile, key, { mode: 0o600 }),
+        // A torn pin would lock the owner out ("not the host key it had before").
+        onFirstHostKey: (key) => writeFileAtomic(pinFile, key),
       });
       guest.once('close', () => {
         if (entry.guest === guest) entry.guest = undefined;
