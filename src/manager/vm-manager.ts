@@ -9,6 +9,8 @@ import type { GuestClient } from './guest-connection.js';
 import type { Entry, VmManagerOptions } from './manager-types.js';
 import { VmBringup } from './vm-bringup.js';
 import { deleteSnapshot, snapshotTakenAt } from './snapshot-files.js';
+import { HealthMonitor, type HungInfo } from './health-monitor.js';
+import { RestartPolicy, type RestartInfo } from './restart-policy.js';
 
 export type { VmManagerOptions } from './manager-types.js';
 
@@ -42,6 +44,8 @@ export interface VmRuntime {
   resumedFrom: number | undefined;
   /** Leases held: shell, exec, sftp, forward and +console sessions. */
   sessions: number;
+  /** Set while the VM runs but does not answer (health-monitor.ts). */
+  hung?: HungInfo;
 }
 
 /** What an operator's stop did. */
@@ -58,6 +62,8 @@ export interface ManagerEvents {
   /** A VM was created and is about to start: attach to its console now to see every byte. */
   'vm-created': [Vm, { resumedFrom?: Date; cloned?: boolean }];
   'vm-exit': [string, ExitInfo];
+  /** A line for the VM's console log (hung, answering again, restarts). */
+  'vm-note': [string, string];
 }
 
 /**
@@ -74,6 +80,8 @@ export class VmManager extends EventEmitter<ManagerEvents> {
 
   private readonly sweeper: NodeJS.Timeout;
   private readonly bringup: VmBringup;
+  private readonly health: HealthMonitor;
+  private readonly restarts: RestartPolicy;
 
   constructor(private readonly opts: VmManagerOptions) {
     super();
@@ -86,6 +94,24 @@ export class VmManager extends EventEmitter<ManagerEvents> {
     sweep();
     this.sweeper = setInterval(sweep, Math.min(3600, Math.max(1, opts.snapshotRetentionSec / 2)) * 1000);
     this.sweeper.unref();
+    const note = (name: string, text: string): void => void this.emit('vm-note', name, text);
+    this.health = new HealthMonitor({
+      hungTimeoutSec: opts.hungTimeoutSec ?? 0,
+      logger: opts.logger,
+      vms: () => this.entries.values(),
+      onChange: (name, hung) => note(name, hung ? `VM not answering: ${hung.reason}` : 'VM answers again'),
+    });
+    this.restarts = new RestartPolicy({
+      ...(opts.restart ?? { policy: 'never', maxRestarts: 5, windowSec: 600 }),
+      logger: opts.logger,
+      restart: async (name) => void (await this.resume(name)),
+      note,
+    });
+  }
+
+  /** `name`'s restart history under --restart, if it has one (see restart-policy.ts). */
+  restartInfo(name: string): RestartInfo | undefined {
+    return this.restarts.info(name);
   }
 
   /**
@@ -171,6 +197,7 @@ export class VmManager extends EventEmitter<ManagerEvents> {
       startedAt: e.startedAt,
       resumedFrom: e.resumedFrom,
       sessions: e.sessions,
+      hung: this.health.hung(name),
     };
   }
 
@@ -180,6 +207,7 @@ export class VmManager extends EventEmitter<ManagerEvents> {
    */
   async stop(name: string): Promise<StopResult> {
     assertVmName(name);
+    this.restarts.cancel(name, { forget: true });
     const e = this.entries.get(name);
     if (!e) {
       const dir = this.vmDir(name);
@@ -236,6 +264,7 @@ export class VmManager extends EventEmitter<ManagerEvents> {
     assertVmName(name);
     if (this.removing.has(name)) throw new UserError(`VM ${name} is already being removed`);
     this.removing.add(name);
+    this.restarts.cancel(name, { forget: true });
     try {
       const e = this.entries.get(name);
       let wasRunning = false;
@@ -266,6 +295,8 @@ export class VmManager extends EventEmitter<ManagerEvents> {
   async shutdown(): Promise<void> {
     this.closing = true;
     clearInterval(this.sweeper);
+    this.health.close();
+    this.restarts.close();
     await Promise.all(
       [...this.entries.values()].map(async (e) => {
         this.clearIdle(e);
@@ -307,5 +338,6 @@ export class VmManager extends EventEmitter<ManagerEvents> {
     this.opts.store.recordExit(entry.name, info.reason, info.detail);
     this.opts.logger.info({ vm: entry.name, event: 'vm-exit', reason: info.reason, detail: info.detail }, 'VM exited');
     this.emit('vm-exit', entry.name, info);
+    if (!this.closing) this.restarts.exited(entry.name, info);
   }
 }
