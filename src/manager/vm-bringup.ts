@@ -1,5 +1,6 @@
 import { existsSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
-import { writeFileAtomic } from '../util/atomic-write.js';
+import { isNoSpace, writeFileAtomic } from '../util/atomic-write.js';
+import { NoSpaceError, noSpaceError, preallocateRam, requireSpace } from './disk-space.js';
 import { join } from 'node:path';
 import { UserError, errorMessage } from '../util/errors.js';
 import { ensurePrivateDir } from '../util/paths.js';
@@ -20,6 +21,15 @@ import {
   writeSnapshotMeta,
 } from './snapshot-files.js';
 import { GUEST_HOST_KEY_FILE, type Entry, type Launch, type VmManagerOptions } from './manager-types.js';
+
+/** What a failed suspend does to the VM, and who hears why. */
+export interface SuspendFailure {
+  then: 'power-off' | 'keep-running';
+  error?: (why: string) => void;
+}
+
+/** Room a suspend wants besides guest RAM: the device state is tens of kilobytes, snapshot.json less. */
+const SNAPSHOT_SLACK = 4 * 1024 * 1024;
 
 export interface BringupHooks {
   /** A VM object exists and is about to start (attach consoles now). */
@@ -50,6 +60,7 @@ export class VmBringup {
   /** Resume the VM from its snapshot if it has a usable one, else boot it from its disk. */
   async start(entry: Entry, onNotice?: (line: string) => void): Promise<void> {
     const { opts } = this;
+    const fresh = !existsSync(join(opts.dataDir, 'vms', entry.name));
     const dir = ensurePrivateDir(join(opts.dataDir, 'vms', entry.name));
     const disk = join(dir, 'disk.img');
     try {
@@ -57,6 +68,9 @@ export class VmBringup {
       if (await ensureDisk(disk, opts.diskSizeMiB)) rmSync(join(dir, GUEST_HOST_KEY_FILE), { force: true });
     } catch (err) {
       this.hooks.forget(entry);
+      // A VM that never got a disk leaves nothing behind.
+      if (fresh) rmSync(dir, { recursive: true, force: true });
+      if (isNoSpace(err)) throw noSpaceError(`create the disk of VM ${entry.name}`, opts.dataDir, opts.diskSizeMiB * 1024 * 1024);
       throw new UserError(`cannot create the disk of VM ${entry.name}: ${errorMessage(err)}`);
     }
     const snapshot = inspectSnapshot(dir, {
@@ -70,6 +84,8 @@ export class VmBringup {
       try {
         return await this.launch(entry, dir, disk, { kind: 'snapshot', stateFile: snapshot.stateFile, meta: snapshot.meta });
       } catch (err) {
+        // A full data dir is no fault of the snapshot: keep it for when there is room.
+        if (err instanceof NoSpaceError) throw err;
         unusable = errorMessage(err);
       }
     }
@@ -86,6 +102,7 @@ export class VmBringup {
       try {
         return await this.launch(entry, dir, disk, { kind: 'template', template });
       } catch (err) {
+        if (err instanceof NoSpaceError) throw err;
         opts.logger.warn({ vm: entry.name, event: 'clone-failed', err: errorMessage(err) }, 'clone failed; booting instead');
       }
     }
@@ -118,6 +135,10 @@ export class VmBringup {
             // A VM resumed from a clone's snapshot keeps no private mapping: its RAM is its own file from now on.
             restoreFrom: from.kind === 'snapshot' ? { stateFile: from.stateFile, ramInState: from.meta.ramInState } : undefined,
           };
+    // A shared RAM file gets all its blocks now: a page fault on a full disk would kill QEMU (disk-space.ts).
+    if (spec.memoryFile && !spec.memoryPrivate) {
+      await preallocateRam(spec.memoryFile, opts.memoryMiB * 1024 * 1024, `hold the ${opts.memoryMiB} MiB of memory of VM ${entry.name}`);
+    }
     const vm = opts.driver.create(spec);
     entry.vm = vm;
     entry.startedAt = Date.now();
@@ -193,7 +214,7 @@ export class VmBringup {
    * nothing already written. If the snapshot fails, the VM is powered off
    * instead: its disk is then consistent.
    */
-  async suspend(entry: Entry): Promise<ExitInfo | undefined> {
+  async suspend(entry: Entry, failure: SuspendFailure = { then: 'power-off' }): Promise<ExitInfo | undefined> {
     const { opts } = this;
     const vm = entry.vm;
     if (!vm || vm.state !== 'running') return vm?.exited;
@@ -201,6 +222,8 @@ export class VmBringup {
     const dir = vm.spec.dir;
     const started = Date.now();
     try {
+      // The device state is small, unless guest RAM has to go in it (a clone): check for room before stopping the guest.
+      requireSpace(dir, (vm.spec.memoryPrivate ? opts.memoryMiB : 0) * 1024 * 1024 + SNAPSHOT_SLACK, `suspend VM ${entry.name}`);
       const info = await vm.suspend(snapshotPaths(dir).state, {
         beforeQuit: () =>
           writeSnapshotMeta(dir, {
@@ -216,7 +239,15 @@ export class VmBringup {
       return info;
     } catch (err) {
       forgetSnapshot(dir);
-      opts.logger.error({ vm: entry.name, event: 'vm-suspend-failed', err: errorMessage(err) }, 'suspend failed; powering the VM off');
+      const why = err instanceof NoSpaceError || !isNoSpace(err) ? errorMessage(err) : noSpaceError(`suspend VM ${entry.name}`, dir).message;
+      // The driver left the VM running: keep it so (a full disk must not cost the guest its RAM), unless the server is going away.
+      if (failure.then === 'keep-running' && vm.state === 'running') {
+        opts.logger.error({ vm: entry.name, event: 'vm-suspend-failed', err: why }, 'suspend failed; the VM keeps running');
+        failure.error?.(why);
+        return undefined;
+      }
+      opts.logger.error({ vm: entry.name, event: 'vm-suspend-failed', err: why }, 'suspend failed; powering the VM off');
+      failure.error?.(why);
       return vm.stop({ timeoutMs: 15_000 });
     }
   }

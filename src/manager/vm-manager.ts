@@ -56,7 +56,11 @@ export type StopResult =
   | { kind: 'not-running' };
 
 /** What an operator's suspend did. */
-export type SuspendResult = { kind: 'suspended' } | { kind: 'failed'; exit: ExitInfo | undefined } | { kind: 'not-running' };
+export type SuspendResult =
+  | { kind: 'suspended' }
+  /** `exit` unset: the VM is still running (e.g. no room for the snapshot); `error` says why. */
+  | { kind: 'failed'; exit: ExitInfo | undefined; error?: string }
+  | { kind: 'not-running' };
 
 export interface ManagerEvents {
   /** A VM was created and is about to start: attach to its console now to see every byte. */
@@ -238,8 +242,9 @@ export class VmManager extends EventEmitter<ManagerEvents> {
     const vm = e.vm;
     if (!vm || vm.state === 'exited') return { kind: 'not-running' };
     this.opts.logger.info({ vm: name, event: 'vm-suspend-request' }, 'suspending VM on request');
-    const exit = vm.state === 'running' ? await this.bringup.suspend(e) : await vm.exited;
-    return exit?.reason === 'suspended' ? { kind: 'suspended' } : { kind: 'failed', exit };
+    let error: string | undefined;
+    const exit = vm.state === 'running' ? await this.bringup.suspend(e, { then: 'keep-running', error: (why) => (error = why) }) : await vm.exited;
+    return exit?.reason === 'suspended' ? { kind: 'suspended' } : { kind: 'failed', exit, error };
   }
 
   /**
@@ -320,7 +325,7 @@ export class VmManager extends EventEmitter<ManagerEvents> {
     entry.idleTimer = setTimeout(() => {
       if (entry.sessions > 0) return;
       this.opts.logger.info({ vm: entry.name, event: 'vm-idle', idleTimeoutSec: this.opts.idleTimeoutSec }, 'suspending idle VM');
-      if (entry.vm === vm) void this.bringup.suspend(entry);
+      if (entry.vm === vm) void this.bringup.suspend(entry, { then: 'keep-running' });
     }, this.opts.idleTimeoutSec * 1000);
     entry.idleTimer.unref();
   }
