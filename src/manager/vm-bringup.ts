@@ -1,5 +1,5 @@
 import { existsSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
-import { isNoSpace, writeFileAtomic } from '../util/atomic-write.js';
+import { freeBytes, isNoSpace, writeFileAtomic } from '../util/atomic-write.js';
 import { NoSpaceError, noSpaceError, preallocateRam, requireSpace } from './disk-space.js';
 import { join } from 'node:path';
 import { UserError, errorMessage } from '../util/errors.js';
@@ -30,6 +30,8 @@ export interface SuspendFailure {
 
 /** Room a suspend wants besides guest RAM: the device state is tens of kilobytes, snapshot.json less. */
 const SNAPSHOT_SLACK = 4 * 1024 * 1024;
+/** What mkfs writes on a new (sparse) disk, and a little more: the journal is most of it. */
+const NEW_DISK_ROOM_MIB = 64;
 
 export interface BringupHooks {
   /** A VM object exists and is about to start (attach consoles now). */
@@ -61,6 +63,15 @@ export class VmBringup {
   async start(entry: Entry, onNotice?: (line: string) => void): Promise<void> {
     const { opts } = this;
     const fresh = !existsSync(join(opts.dataDir, 'vms', entry.name));
+    if (fresh) {
+      try {
+        // A new VM needs room for its memory and a start on its disk: say so before making anything.
+        requireSpace(opts.dataDir, (opts.memoryMiB + NEW_DISK_ROOM_MIB) * 1024 * 1024, `create VM ${entry.name}`);
+      } catch (err) {
+        this.hooks.forget(entry);
+        throw err;
+      }
+    }
     const dir = ensurePrivateDir(join(opts.dataDir, 'vms', entry.name));
     const disk = join(dir, 'disk.img');
     try {
@@ -70,7 +81,8 @@ export class VmBringup {
       this.hooks.forget(entry);
       // A VM that never got a disk leaves nothing behind.
       if (fresh) rmSync(dir, { recursive: true, force: true });
-      if (isNoSpace(err)) throw noSpaceError(`create the disk of VM ${entry.name}`, opts.dataDir, opts.diskSizeMiB * 1024 * 1024);
+      // mkfs words a full disk in many ways ("short write", "could not allocate block"): go by the free space too.
+      if (isNoSpace(err) || (freeBytes(opts.dataDir) ?? Infinity) < NEW_DISK_ROOM_MIB * 1024 * 1024) throw noSpaceError(`create the disk of VM ${entry.name}`, opts.dataDir, opts.diskSizeMiB * 1024 * 1024);
       throw new UserError(`cannot create the disk of VM ${entry.name}: ${errorMessage(err)}`);
     }
     const snapshot = inspectSnapshot(dir, {
