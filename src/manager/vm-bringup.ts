@@ -30,6 +30,8 @@ export interface SuspendFailure {
 
 /** Room a suspend wants besides guest RAM: the device state is tens of kilobytes, snapshot.json less. */
 const SNAPSHOT_SLACK = 4 * 1024 * 1024;
+/** How long a login tries to reconnect to a guest that has been up for a while. */
+const RECONNECT_MS = 30_000;
 /** What mkfs writes on a new (sparse) disk, and a little more: the journal is most of it. */
 const NEW_DISK_ROOM_MIB = 64;
 
@@ -190,7 +192,8 @@ export class VmBringup {
     const pinFile = join(vm.spec.dir, GUEST_HOST_KEY_FILE);
     // Connecting before the guest's network is up costs seconds: QEMU's user network holds the
     // early SYNs and the TCP retransmit timer decides when they are tried again. Wait for the guest to say so.
-    const deadline = (entry.startedAt ?? Date.now()) + opts.bootTimeoutSec * 1000;
+    // A VM up for longer than the boot timeout whose connection dropped (a hang the keepalive gave up on) still gets a real try.
+    const deadline = Math.max((entry.startedAt ?? Date.now()) + opts.bootTimeoutSec * 1000, Date.now() + RECONNECT_MS);
     await Promise.race([entry.guestReady, new Promise((r) => setTimeout(r, Math.max(0, deadline - Date.now())).unref())]);
     try {
       const guest = await connectGuest({
