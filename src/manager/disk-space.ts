@@ -3,6 +3,8 @@ import { UserError, errorMessage } from '../util/errors.js';
 import { freeBytes, isNoSpace } from '../util/atomic-write.js';
 import { run } from '../util/exec.js';
 import { requireTool } from '../util/tools.js';
+import type { Logger } from '../util/log.js';
+import type { VmManagerOptions } from './manager-types.js';
 
 /**
  * A full data dir, met before it does harm. A running VM's RAM is a shared
@@ -49,4 +51,27 @@ export async function preallocateRam(path: string, bytes: number, what: string):
 export function requireSpace(dir: string, bytes: number, what: string): void {
   const free = freeBytes(dir);
   if (free !== undefined && free < bytes) throw noSpaceError(what, dir, bytes);
+}
+
+type VmRecords = VmManagerOptions['store'];
+
+/**
+ * The store's VM records (boots, exits, resumes) are bookkeeping: on a full
+ * disk SQLite refuses the write (SQLITE_FULL), and that must cost a line in
+ * the log, not an exception in a VM's exit handler that takes the gateway,
+ * and every VM with it, down.
+ */
+export function bestEffortRecords(store: VmRecords, logger: Logger): VmRecords {
+  const attempt = (what: string, vm: string, write: () => void): void => {
+    try {
+      write();
+    } catch (err) {
+      logger.warn({ vm, event: 'record-failed', what, err: errorMessage(err) }, `could not record the ${what} of VM ${vm}`);
+    }
+  };
+  return {
+    recordBoot: (vm) => attempt('boot', vm, () => store.recordBoot(vm)),
+    recordExit: (vm, reason, detail) => attempt('exit', vm, () => store.recordExit(vm, reason, detail)),
+    recordResume: (vm) => attempt('resume', vm, () => store.recordResume(vm)),
+  };
 }

@@ -81,7 +81,8 @@ export class HealthMonitor {
 
   /** Whether `name` is hung now (undefined: it answers, or it is not running). */
   hung(name: string): HungInfo | undefined {
-    return this.watches.get(name)?.hung;
+    const w = this.watches.get(name);
+    return w?.vm.state === 'running' ? w.hung : undefined;
   }
 
   close(): void {
@@ -121,10 +122,9 @@ export class HealthMonitor {
   }
 
   private forget(name: string, w: Watch): void {
+    // Its end (exit, suspend) is reported elsewhere: a hung VM that went away did not "answer again".
     w.offConsole();
     this.watches.delete(name);
-    // Its end (exit, suspend) is reported elsewhere; a hung VM that went away is no longer hung.
-    if (w.hung) this.opts.onChange?.(name, undefined);
   }
 
   private probe(w: Watch, guest: GuestClient | undefined): void {

@@ -11,6 +11,7 @@ import { VmBringup } from './vm-bringup.js';
 import { deleteSnapshot, snapshotTakenAt } from './snapshot-files.js';
 import { HealthMonitor, type HungInfo } from './health-monitor.js';
 import { RestartPolicy, type RestartInfo } from './restart-policy.js';
+import { bestEffortRecords } from './disk-space.js';
 
 export type { VmManagerOptions } from './manager-types.js';
 
@@ -87,8 +88,11 @@ export class VmManager extends EventEmitter<ManagerEvents> {
   private readonly health: HealthMonitor;
   private readonly restarts: RestartPolicy;
 
-  constructor(private readonly opts: VmManagerOptions) {
+  private readonly opts: VmManagerOptions;
+
+  constructor(options: VmManagerOptions) {
     super();
+    const opts = (this.opts = { ...options, store: bestEffortRecords(options.store, options.logger) });
     this.bringup = new VmBringup(opts, {
       created: (vm, how) => this.emit('vm-created', vm, how),
       exited: (entry, vm, info) => this.onExit(entry, vm, info),

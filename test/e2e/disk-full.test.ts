@@ -70,6 +70,9 @@ describe('disk full in the data dir', { skip: process.getuid?.() !== 0 && 'needs
     const failed = await cli('suspend', 'alice');
     assert.equal(failed.code, 1, failed.stdout);
     assert.match(failed.stderr, /alice could not be suspended: no space left in the data dir to suspend VM alice \(\d+ MiB free, needs about \d+ MiB\); it keeps running/);
+    // A first login of a new name needs a write to state.db, which a full disk refuses: that login fails, nothing else.
+    const erin = await server.ssh('erin', server.makeKey('erin'), ['echo hi'], { timeoutMs: 60_000 });
+    assert.notEqual(erin.code, 0);
     const running = await server.ssh('alice', alice, ['cat /persist/data; echo still-here']);
     assert.deepEqual([running.code, running.stdout], [0, 'precious\nstill-here\n'], running.stderr);
     const files = walk(server.dataDir);
