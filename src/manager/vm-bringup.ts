@@ -226,8 +226,11 @@ export class VmBringup {
   /**
    * Snapshot a running VM to disk and end its process. The guest flushes its
    * page cache first, so even a snapshot that later cannot be used loses
-   * nothing already written. If the snapshot fails, the VM is powered off
-   * instead: its disk is then consistent.
+   * nothing already written. If the snapshot fails (no room in the data dir,
+   * a QEMU error), `failure.then` decides: keep the VM running as it was (an
+   * operator's or the idle suspend), or power it off so its disk is
+   * consistent (shutdown, when the process is going away). Resolves with the
+   * exit, or undefined when the VM is still running.
    */
   async suspend(entry: Entry, failure: SuspendFailure = { then: 'power-off' }): Promise<ExitInfo | undefined> {
     const { opts } = this;
