@@ -46,6 +46,12 @@ export interface HealthMonitorOptions {
   vms: () => Iterable<WatchedVm>;
   /** A VM became hung (info) or answers again (undefined). */
   onChange?: (name: string, info: HungInfo | undefined) => void;
+  /**
+   * Whether the data dir has room again. QEMU pauses a guest whose disk write
+   * failed for want of space (run state io-error) and retries the write on
+   * `cont`: with room again, the monitor sends it, and the guest goes on.
+   */
+  roomAgain?: () => boolean;
   now?: () => number;
 }
 
@@ -163,6 +169,12 @@ export class HealthMonitor {
     } else if (w.runState === 'io-error') {
       reason = 'QEMU paused the guest after a disk write failed (is the data dir full?)';
       since = w.hung?.since ?? now;
+      if (this.opts.roomAgain?.()) {
+        this.opts.logger.info({ vm: name, event: 'vm-io-retry' }, `room in the data dir again: continuing VM ${name}`);
+        // Until QEMU says otherwise: one `cont` per answer, not one per round.
+        w.runState = undefined;
+        void w.vm.resume().catch(() => undefined);
+      }
     } else if (w.runState && w.runState !== 'running') {
       // Paused on purpose (or mid-suspend): no answer is expected from the guest.
       w.guestAnsweredAt = now;

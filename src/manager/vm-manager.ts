@@ -12,6 +12,10 @@ import { deleteSnapshot, snapshotTakenAt } from './snapshot-files.js';
 import { HealthMonitor, type HungInfo } from './health-monitor.js';
 import { RestartPolicy, type RestartInfo } from './restart-policy.js';
 import { bestEffortRecords } from './disk-space.js';
+import { freeBytes } from '../util/atomic-write.js';
+
+/** Free space in the data dir at which a guest paused on a full disk is continued. */
+const ROOM_AGAIN_BYTES = 64 * 1024 * 1024;
 
 export type { VmManagerOptions } from './manager-types.js';
 
@@ -108,6 +112,7 @@ export class VmManager extends EventEmitter<ManagerEvents> {
       logger: opts.logger,
       vms: () => this.entries.values(),
       onChange: (name, hung) => note(name, hung ? `VM not answering: ${hung.reason}` : 'VM answers again'),
+      roomAgain: () => (freeBytes(opts.dataDir) ?? 0) >= ROOM_AGAIN_BYTES,
     });
     this.restarts = new RestartPolicy({
       ...(opts.restart ?? { policy: 'never', maxRestarts: 5, windowSec: 600 }),

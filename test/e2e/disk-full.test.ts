@@ -19,8 +19,9 @@ function walk(dir: string, prefix = ''): string[] {
  * The data dir on a small tmpfs (the suite runs as root), filled up with
  * fallocate while alice's VM runs: a new VM is refused with a clear error
  * and leaves nothing behind; a suspend fails with a clear error and the VM
- * goes on running, its data intact; no half-written file remains; with room
- * again, the suspend works.
+ * goes on running, its data intact; no half-written file remains; a guest
+ * writing to its disk is paused by QEMU, shown hung, and goes on by itself
+ * once there is room; then the suspend works.
  */
 describe('disk full in the data dir', { skip: process.getuid?.() !== 0 && 'needs root to mount a tmpfs' }, () => {
   let server: SshvisorServer;
@@ -37,7 +38,7 @@ describe('disk full in the data dir', { skip: process.getuid?.() !== 0 && 'needs
   };
 
   before(async () => {
-    server = new SshvisorServer(['--memory', '128', '--disk-size', '64', '--idle-timeout', '0']);
+    server = new SshvisorServer(['--memory', '128', '--disk-size', '64', '--idle-timeout', '0', '--hung-timeout', '10']);
     alice = server.makeKey('alice');
     dave = server.makeKey('dave');
     mkdirSync(server.dataDir, { recursive: true });
@@ -81,9 +82,28 @@ describe('disk full in the data dir', { skip: process.getuid?.() !== 0 && 'needs
     assert.match(ls.stdout, /\nalice +\S+ +running /);
   });
 
-  it('with room again, the same suspend works and the VM resumes with its data', async () => {
+  it('a guest writing to its disk is paused by QEMU and shown hung; with room again it goes on by itself', async () => {
+    const statusOf = async (): Promise<string> => (await server.ssh('alice+status', alice)).stdout;
+    // Its disk is sparse: new blocks need room on the host, which there is none of.
+    const writing = server.ssh('alice', alice, ['dd if=/dev/zero of=/persist/big bs=1M count=8 conv=fsync 2> /dev/null && echo wrote'], { timeoutMs: 120_000 });
+    const deadline = Date.now() + 30_000;
+    let report = await statusOf();
+    while (!/^  state +hung$/m.test(report)) {
+      assert.ok(Date.now() < deadline, `not hung:\n${report}`);
+      await new Promise((r) => setTimeout(r, 500));
+      report = await statusOf();
+    }
+    assert.match(report, /^  health +hung: QEMU paused the guest after a disk write failed \(is the data dir full\?\)/m);
     rmSync(join(server.dataDir, 'filler-1'));
     rmSync(join(server.dataDir, 'filler-2'));
+    const wrote = await writing;
+    assert.deepEqual([wrote.code, wrote.stdout], [0, 'wrote\n'], wrote.stderr);
+    assert.ok(server.events('vm-io-retry').length >= 1);
+    const check = await server.ssh('alice', alice, ['stat -c %s /persist/big; cat /persist/data']);
+    assert.deepEqual([check.code, check.stdout], [0, `${8 * MiB}\nprecious\n`], check.stderr);
+  });
+
+  it('with room again, the same suspend works and the VM resumes with its data', async () => {
     const ok = await cli('suspend', 'alice');
     assert.deepEqual([ok.code, ok.stdout], [0, 'alice suspended to disk\n'], ok.stderr);
     const back = await server.ssh('alice', alice, ['cat /persist/data'], { timeoutMs: 120_000 });

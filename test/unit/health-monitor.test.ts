@@ -10,6 +10,12 @@ import type { GuestClient } from '../../src/manager/guest-connection.js';
 class FakeVm extends EventEmitter {
   state = 'running';
   runState: string | undefined = 'running';
+  continued = 0;
+  resume(): Promise<void> {
+    this.continued++;
+    this.runState = 'running';
+    return Promise.resolve();
+  }
   status(): Promise<VmStatus> {
     if (this.runState === undefined) return new Promise(() => undefined);
     return Promise.resolve({ state: 'running', hypervisorState: this.runState });
@@ -33,7 +39,7 @@ class FakeGuest {
 
 const flush = (): Promise<void> => new Promise((r) => setImmediate(r));
 
-function setup(guest?: FakeGuest) {
+function setup(guest?: FakeGuest, room = { again: false }) {
   let now = 0;
   const vm = new FakeVm();
   const changes: Array<[string, HungInfo | undefined]> = [];
@@ -43,6 +49,7 @@ function setup(guest?: FakeGuest) {
     logger: pino({ level: 'silent' }),
     vms: () => [watched],
     onChange: (name, info) => void changes.push([name, info]),
+    roomAgain: () => room.again,
     now: () => now,
   });
   const step = async (ms: number): Promise<void> => {
@@ -86,6 +93,22 @@ describe('health monitor', () => {
     vm.runState = undefined;
     await step(11_000);
     assert.match(monitor.hung('bob')?.reason ?? '', /^QEMU has not answered on QMP for 1\d s$/);
+    monitor.close();
+  });
+
+  test('a guest paused on a full disk is continued once there is room again', async () => {
+    const room = { again: false };
+    const { vm, monitor, step } = setup(new FakeGuest(), room);
+    vm.runState = 'io-error';
+    await step(5000);
+    await step(5000);
+    assert.equal(vm.continued, 0, 'no cont while the disk is full');
+    assert.match(monitor.hung('bob')?.reason ?? '', /disk write failed/);
+    room.again = true;
+    await step(5000);
+    assert.equal(vm.continued, 1);
+    await step(5000);
+    assert.equal(monitor.hung('bob'), undefined);
     monitor.close();
   });
 
