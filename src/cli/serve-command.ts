@@ -100,6 +100,8 @@ export function registerServeCommand(program: Command): void {
       templates: config.templates,
       bootTimeoutSec: config.bootTimeout,
       gatewayKey,
+      hungTimeoutSec: config.hungTimeout,
+      restart: { policy: config.restart, maxRestarts: config.restartMax, windowSec: config.restartWindow },
     });
     const hub = new ConsoleHub({
       dataDir: config.dataDir,
@@ -114,6 +116,7 @@ export function registerServeCommand(program: Command): void {
         resumedFrom ? `VM resumed from the snapshot taken at ${isoSeconds(resumedFrom)}` : cloned ? 'VM started from the template' : 'VM started',
       ),
     );
+    manager.on('vm-note', (name, text) => hub.get(name)?.mark(text));
     const authenticator = createAuthenticator({ mode: config.auth, store, keysDir: config.keysDir, logger });
     const vmOps = createVmOps({ dataDir: config.dataDir, image: describeImage(image), memoryMiB: config.memory, cpus: config.cpus, manager, store, hub });
     ops = vmOps;

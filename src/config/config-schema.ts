@@ -9,6 +9,7 @@ import { z } from 'zod';
 
 export const ACCEL_MODES = ['auto', 'kvm', 'tcg'] as const;
 export const AUTH_MODES = ['claim', 'keys', 'open'] as const;
+export const RESTART_POLICIES = ['never', 'on-failure'] as const;
 export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
 
 export type AuthMode = (typeof AUTH_MODES)[number];
@@ -89,6 +90,13 @@ export const serveConfigSchema = z.strictObject({
   templates: z.boolean({ error: 'must be true or false' }),
   /** authorized_keys file of the operators who may log in as `admin`; the admin account is off without it. */
   adminKeys: path.optional(),
+  /** Seconds a running VM may go without answering (QMP, or its SSH daemon) before it is reported hung; 0 = not watched. */
+  hungTimeout: int(0, 86400),
+  /** never, or on-failure: restart a VM after a guest panic or a QEMU crash, with backoff. */
+  restart: oneOf(RESTART_POLICIES),
+  /** More restarts than this within restartWindow seconds is a crash loop: the VM stays crashed. */
+  restartMax: int(1, 1000),
+  restartWindow: int(1, 7 * 86400),
 });
 
 export type ServeConfig = Readonly<z.infer<typeof serveConfigSchema>>;
@@ -135,6 +143,10 @@ export const SERVE_FIELDS: { readonly [K in ServeConfigKey]: FieldInfo } = {
   consoleOnly: { kind: 'bool', help: 'the guest has no SSH daemon: ssh NAME@ opens its console' },
   templates: { kind: 'bool', help: 'start new VMs as clones of a booted template (default on)' },
   adminKeys: { kind: 'path', arg: 'file', help: 'authorized_keys file of the operators who may log in as admin (admin is off without it)' },
+  hungTimeout: { kind: 'int', arg: 'secs', help: 'report a running VM as hung when it has not answered for this long, 0 = off (default 30)' },
+  restart: { kind: 'string', arg: 'policy', help: 'never, or on-failure: restart a VM after a panic or crash, with backoff (default never)' },
+  restartMax: { kind: 'int', arg: 'n', help: 'with on-failure, give up after this many restarts within --restart-window (default 5)' },
+  restartWindow: { kind: 'int', arg: 'secs', help: 'the window --restart-max counts restarts in (default 600)' },
 };
 
 /** Defaults that do not depend on another field (keysDir and imageDir follow dataDir). */
@@ -159,4 +171,8 @@ export const STATIC_DEFAULTS = {
   httpPublic: false,
   consoleOnly: false,
   templates: true,
+  hungTimeout: 30,
+  restart: 'never',
+  restartMax: 5,
+  restartWindow: 600,
 } as const satisfies Partial<ServeConfig>;

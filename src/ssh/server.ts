@@ -50,7 +50,14 @@ export function createSshServer(opts: SshFrontDoorOptions): InstanceType<typeof 
     let user = '';
 
     client.on('authentication', (ctx) => {
-      const result = authenticate(ctx, opts, log);
+      let result: Routing | undefined;
+      try {
+        result = authenticate(ctx, opts, log);
+      } catch (err) {
+        // The store could not be written (a full data dir: SQLITE_FULL): this login fails, the server goes on.
+        log.error({ event: 'auth-error', err: String(err) }, 'authentication failed with an error');
+        return ctx.reject(['publickey']);
+      }
       if (!result) {
         // The 'none' request every client opens with is a question, not a failed attempt.
         if (ctx.method !== 'none') opts.stats?.authFailure();

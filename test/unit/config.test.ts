@@ -61,6 +61,10 @@ describe('loadConfig', () => {
       httpPublic: false,
       consoleOnly: false,
       templates: true,
+      hungTimeout: 30,
+      restart: 'never',
+      restartMax: 5,
+      restartWindow: 600,
     });
     assert.ok(Object.isFrozen(c));
   });
@@ -170,7 +174,7 @@ describe('loadConfig', () => {
 
   test('config file errors', () => {
     const typo = configFile({ prot: 22 });
-    rejects(() => loadConfig({ flags: { config: typo }, env: {} }), `config file ${typo}: unknown key "prot" (known keys: listen, port, dataDir, memory, cpus, maxVms, accel, allowInternet, auth, keysDir, idleTimeout, snapshotRetention, diskSize, imageDir, bootTimeout, logLevel, consoleBuffer, consoleReplay, consoleLogSize, consoleTcp, consoleTcpPublic, http, httpPublic, kernel, initrd, append, consoleOnly, templates, adminKeys)`);
+    rejects(() => loadConfig({ flags: { config: typo }, env: {} }), `config file ${typo}: unknown key "prot" (known keys: listen, port, dataDir, memory, cpus, maxVms, accel, allowInternet, auth, keysDir, idleTimeout, snapshotRetention, diskSize, imageDir, bootTimeout, logLevel, consoleBuffer, consoleReplay, consoleLogSize, consoleTcp, consoleTcpPublic, http, httpPublic, kernel, initrd, append, consoleOnly, templates, adminKeys, hungTimeout, restart, restartMax, restartWindow)`);
     const bigPort = configFile({ port: 70000 });
     rejects(() => loadConfig({ flags: { config: bigPort }, env: {} }), `config file ${bigPort}: invalid "port" 70000: must be an integer from 1 to 65535`);
     const stringPort = configFile({ port: '22' });

@@ -12,7 +12,7 @@ import { FakeVm } from '../helpers/fake-vm.js';
 const report = (name: string, state: VmStatusReport['state'] = 'running'): VmStatusReport => ({
   name, state, image: 'Linux test', vcpus: 1, memoryMiB: 256, pid: null, startedAt: null, uptimeSeconds: null, resumedThisRun: false,
   cpuSeconds: null, sessions: 0, consoleViewers: 0, suspendedSince: null, owners: [], boots: 1, lastBootAt: null, suspends: 0,
-  lastSuspendAt: null, resumes: 0, lastResumeAt: null, lastExit: null, console: [],
+  lastSuspendAt: null, resumes: 0, lastResumeAt: null, lastExit: null, console: [], hung: null, restart: null,
 });
 
 const TOKENS: Record<string, Principal> = {

@@ -15,6 +15,7 @@ import { loadState, saveState } from './migration.js';
 import { createPrivateFile, jailFor, openDisk, prepareJail, removeJail } from './qemu-jail.js';
 import type { VmUser } from './vm-user.js';
 import { connectUnix } from '../../util/unix-socket.js';
+import { fsyncDir } from '../../util/atomic-write.js';
 
 const PANIC_TEXT = 'Kernel panic - not syncing';
 const START_TIMEOUT_MS = 15_000;
@@ -157,6 +158,7 @@ export class QemuVm extends EventEmitter<VmEvents> implements Vm {
       // The state must be on disk before the process that could rewrite it is gone.
       fsyncPath(tmp);
       renameSync(tmp, stateFile);
+      fsyncDir(this.spec.dir);
       options.beforeQuit?.();
     } catch (err) {
       rmSync(tmp, { force: true });
