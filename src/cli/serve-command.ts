@@ -21,6 +21,7 @@ import { createVmOps } from '../ops/vm-ops.js';
 import { describeImage } from '../ops/vm-status.js';
 import { EXIT_USAGE, parseAdminCommand, runAdminCommand, type AdminOps } from '../ops/admin-commands.js';
 import { startControlServer } from '../ops/control-socket.js';
+import { parseMaxStartups, type MaxStartups } from '../ssh/connection-limits.js';
 
 const OPEN_BANNER =
   'WARNING: this sshvisor runs with --auth open: any key can log in as any name.\r\n';
@@ -123,6 +124,17 @@ export function registerServeCommand(program: Command): void {
       consoleOnly: !image.ssh,
       status: { report: (name) => vmOps.report(name) },
       admin: adminKeys && { isAdminKey: (blob) => adminKeys.isAdminKey(blob), ops: vmOps, console: consoleAccess },
+      limits: {
+        loginGraceTime: config.loginGraceTime,
+        // Validated by the config schema.
+        maxStartups: parseMaxStartups(config.maxStartups) as MaxStartups,
+        maxAuthTries: config.maxAuthTries,
+        maxAuthFailures: config.maxAuthFailures,
+        authFailureWindow: config.authFailureWindow,
+        maxSessions: config.maxSessions,
+        maxChannels: config.maxChannels,
+        maxUserSessions: config.maxUserSessions,
+      },
     });
 
     const consoleTcp = config.consoleTcp

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { parseMaxStartups } from '../ssh/connection-limits.js';
 
 /**
  * The `sshvisor serve` configuration: one zod schema, plus the little table
@@ -85,6 +86,24 @@ export const serveConfigSchema = z.strictObject({
   templates: z.boolean({ error: 'must be true or false' }),
   /** authorized_keys file of the operators who may log in as `admin`; the admin account is off without it. */
   adminKeys: path.optional(),
+  /** Seconds a connection has to authenticate (OpenSSH LoginGraceTime); 0 = no limit. */
+  loginGraceTime: int(0, 3600),
+  /** Unauthenticated connections: START:RATE:FULL random early drop, or N (OpenSSH MaxStartups). */
+  maxStartups: z.string({ error: 'must be N or START:RATE:FULL, e.g. 10:30:100' }).check((ctx) => {
+    const parsed = parseMaxStartups(ctx.value);
+    if ('error' in parsed) ctx.issues.push({ code: 'custom', message: parsed.error, input: ctx.value });
+  }),
+  /** Failed authentication attempts per connection (OpenSSH MaxAuthTries). */
+  maxAuthTries: int(1, 1000),
+  /** Failed authentications per source address per authFailureWindow; then its connections are refused. */
+  maxAuthFailures: int(1, 1_000_000),
+  authFailureWindow: int(1, 86_400),
+  /** Session channels open at once on one connection (OpenSSH MaxSessions). */
+  maxSessions: int(1, 10_000),
+  /** Channels of any kind (sessions, -L forwards) open at once on one connection. */
+  maxChannels: int(1, 10_000),
+  /** Session channels open at once for one VM name over all its connections. */
+  maxUserSessions: int(1, 1_000_000),
 });
 
 export type ServeConfig = Readonly<z.infer<typeof serveConfigSchema>>;
@@ -129,6 +148,14 @@ export const SERVE_FIELDS: { readonly [K in ServeConfigKey]: FieldInfo } = {
   consoleOnly: { kind: 'bool', help: 'the guest has no SSH daemon: ssh NAME@ opens its console' },
   templates: { kind: 'bool', help: 'start new VMs as clones of a booted template (default on)' },
   adminKeys: { kind: 'path', arg: 'file', help: 'authorized_keys file of the operators who may log in as admin (admin is off without it)' },
+  loginGraceTime: { kind: 'int', arg: 'secs', help: 'close a connection that has not authenticated after this long, 0 = never (default 60)' },
+  maxStartups: { kind: 'string', arg: 'start:rate:full', help: 'unauthenticated connections: drop new ones with RATE% chance past START, all past FULL (default 256:30:1024)' },
+  maxAuthTries: { kind: 'int', arg: 'n', help: 'failed authentication attempts per connection (default 6)' },
+  maxAuthFailures: { kind: 'int', arg: 'n', help: 'failed authentications per source address per --auth-failure-window before it is refused (default 30)' },
+  authFailureWindow: { kind: 'int', arg: 'secs', help: 'window of --max-auth-failures; a refused source recovers as it passes (default 60)' },
+  maxSessions: { kind: 'int', arg: 'n', help: 'sessions open at once on one connection (default 10)' },
+  maxChannels: { kind: 'int', arg: 'n', help: 'channels (sessions and -L forwards) open at once on one connection (default 32)' },
+  maxUserSessions: { kind: 'int', arg: 'n', help: 'sessions open at once for one VM name over all connections (default 256)' },
 };
 
 /** Defaults that do not depend on another field (keysDir and imageDir follow dataDir). */
@@ -152,4 +179,12 @@ export const STATIC_DEFAULTS = {
   consoleTcpPublic: false,
   consoleOnly: false,
   templates: true,
+  loginGraceTime: 60,
+  maxStartups: '256:30:1024',
+  maxAuthTries: 6,
+  maxAuthFailures: 30,
+  authFailureWindow: 60,
+  maxSessions: 10,
+  maxChannels: 32,
+  maxUserSessions: 256,
 } as const satisfies Partial<ServeConfig>;
