@@ -195,9 +195,10 @@ function onReady(client: Connection, routing: Routing, channels: ConnectionChann
     };
     relayDirectTcpip(counted, refused, info, route.vm, opts.acquire, log.child({ vm: route.vm }));
   });
+  let refusedRequests = 0;
   client.on('request', (_accept, reject, name) => {
-    // -R would need a listener on the host side for each user; not offered.
-    log.info({ event: 'global-request-refused', request: name }, 'refused global request');
+    // -R would need a listener on the host side for each user; not offered. Logged once per connection: a client may loop.
+    if (refusedRequests++ === 0) log.info({ event: 'global-request-refused', request: name }, 'refused global request');
     reject?.();
   });
 }
