@@ -25,6 +25,7 @@ import { startControlServer } from '../ops/control-socket.js';
 import { SshvisorMetrics } from '../metrics/sshvisor-metrics.js';
 import { checkHttpAddress, startHttpServer } from '../http/http-server.js';
 import { ADMIN_TOKEN_FILE, loadOrCreateAdminToken, TokenAuth } from '../http/tokens.js';
+import { parseMaxStartups, type MaxStartups } from '../ssh/connection-limits.js';
 
 const OPEN_BANNER =
   'WARNING: this sshvisor runs with --auth open: any key can log in as any name.\r\n';
@@ -139,6 +140,17 @@ export function registerServeCommand(program: Command): void {
       admin: adminKeys && { isAdminKey: (blob) => adminKeys.isAdminKey(blob), ops: vmOps, console: consoleAccess },
       tokens,
       stats: metrics.ssh,
+      limits: {
+        loginGraceTime: config.loginGraceTime,
+        // Validated by the config schema.
+        maxStartups: parseMaxStartups(config.maxStartups) as MaxStartups,
+        maxAuthTries: config.maxAuthTries,
+        maxAuthFailures: config.maxAuthFailures,
+        authFailureWindow: config.authFailureWindow,
+        maxSessions: config.maxSessions,
+        maxChannels: config.maxChannels,
+        maxUserSessions: config.maxUserSessions,
+      },
     });
 
     const consoleTcp = config.consoleTcp

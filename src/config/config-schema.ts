@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { parseMaxStartups } from '../ssh/connection-limits.js';
 
 /**
  * The `sshvisor serve` configuration: one zod schema, plus the little table
@@ -97,6 +98,24 @@ export const serveConfigSchema = z.strictObject({
   /** More restarts than this within restartWindow seconds is a crash loop: the VM stays crashed. */
   restartMax: int(1, 1000),
   restartWindow: int(1, 7 * 86400),
+  /** Seconds a connection has to authenticate (OpenSSH LoginGraceTime); 0 = no limit. */
+  loginGraceTime: int(0, 3600),
+  /** Unauthenticated connections: START:RATE:FULL random early drop, or N (OpenSSH MaxStartups). */
+  maxStartups: z.string({ error: 'must be N or START:RATE:FULL, e.g. 10:30:100' }).check((ctx) => {
+    const parsed = parseMaxStartups(ctx.value);
+    if ('error' in parsed) ctx.issues.push({ code: 'custom', message: parsed.error, input: ctx.value });
+  }),
+  /** Failed authentication attempts per connection (OpenSSH MaxAuthTries). */
+  maxAuthTries: int(1, 1000),
+  /** Failed authentications per source address per authFailureWindow; then its connections are refused. */
+  maxAuthFailures: int(1, 1_000_000),
+  authFailureWindow: int(1, 86_400),
+  /** Session channels open at once on one connection (OpenSSH MaxSessions). */
+  maxSessions: int(1, 10_000),
+  /** Channels of any kind (sessions, -L forwards) open at once on one connection. */
+  maxChannels: int(1, 10_000),
+  /** Session channels open at once for one VM name over all its connections. */
+  maxUserSessions: int(1, 1_000_000),
 });
 
 export type ServeConfig = Readonly<z.infer<typeof serveConfigSchema>>;
@@ -147,6 +166,14 @@ export const SERVE_FIELDS: { readonly [K in ServeConfigKey]: FieldInfo } = {
   restart: { kind: 'string', arg: 'policy', help: 'never, or on-failure: restart a VM after a panic or crash, with backoff (default never)' },
   restartMax: { kind: 'int', arg: 'n', help: 'with on-failure, give up after this many restarts within --restart-window (default 5)' },
   restartWindow: { kind: 'int', arg: 'secs', help: 'the window --restart-max counts restarts in (default 600)' },
+  loginGraceTime: { kind: 'int', arg: 'secs', help: 'close a connection that has not authenticated after this long, 0 = never (default 60)' },
+  maxStartups: { kind: 'string', arg: 'start:rate:full', help: 'unauthenticated connections: drop new ones with RATE% chance past START, all past FULL (default 256:30:1024)' },
+  maxAuthTries: { kind: 'int', arg: 'n', help: 'failed authentication attempts per connection (default 6)' },
+  maxAuthFailures: { kind: 'int', arg: 'n', help: 'failed authentications per source address per --auth-failure-window before it is refused (default 30)' },
+  authFailureWindow: { kind: 'int', arg: 'secs', help: 'window of --max-auth-failures; a refused source recovers as it passes (default 60)' },
+  maxSessions: { kind: 'int', arg: 'n', help: 'sessions open at once on one connection (default 10)' },
+  maxChannels: { kind: 'int', arg: 'n', help: 'channels (sessions and -L forwards) open at once on one connection (default 32)' },
+  maxUserSessions: { kind: 'int', arg: 'n', help: 'sessions open at once for one VM name over all connections (default 256)' },
 };
 
 /** Defaults that do not depend on another field (keysDir and imageDir follow dataDir). */
@@ -175,4 +202,12 @@ export const STATIC_DEFAULTS = {
   restart: 'never',
   restartMax: 5,
   restartWindow: 600,
+  loginGraceTime: 60,
+  maxStartups: '256:30:1024',
+  maxAuthTries: 6,
+  maxAuthFailures: 30,
+  authFailureWindow: 60,
+  maxSessions: 10,
+  maxChannels: 32,
+  maxUserSessions: 256,
 } as const satisfies Partial<ServeConfig>;

@@ -71,6 +71,11 @@ export class SshvisorServer {
     return this;
   }
 
+  /** The server process has not exited (e.g. crashed). */
+  get running(): boolean {
+    return !!this.child && this.child.exitCode === null && this.child.signalCode === null;
+  }
+
   /** A new ed25519 key pair for a test user; returns the private key path. */
   makeKey(name: string): string {
     const path = join(this.dir, `key-${name}`);
