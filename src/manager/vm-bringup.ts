@@ -268,10 +268,8 @@ export class VmBringup {
 
   private async snapshotAndQuit(entry: Entry, vm: Vm, failure: SuspendFailure): Promise<ExitInfo | undefined> {
     const { opts } = this;
-    // Spare connections end now, while the guest still runs to see them go: a snapshot would keep their
-    // dropbear processes waiting forever on connections that no longer exist after the resume.
-    entry.sessionPool?.close();
-    entry.sessionPool = undefined;
+    // Spare connections end now, while the guest still runs to see them go (see GuestSessionPool.pause).
+    entry.sessionPool?.pause();
     if (entry.guest) await guestExec(entry.guest, 'sync', 15_000).catch(() => undefined);
     const dir = vm.spec.dir;
     const started = Date.now();
@@ -297,6 +295,7 @@ export class VmBringup {
       // The driver left the VM running: keep it so (a full disk must not cost the guest its RAM), unless the server is going away.
       if (failure.then === 'keep-running' && vm.state === 'running') {
         opts.logger.error({ vm: entry.name, event: 'vm-suspend-failed', err: why }, 'suspend failed; the VM keeps running');
+        entry.sessionPool?.unpause();
         failure.error?.(why);
         return undefined;
       }
