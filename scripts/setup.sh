@@ -7,12 +7,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Runtime: QEMU, the image's ingredients, the tools that make disks.
-# Tests and benchmarks: OpenSSH client and server, paramiko, rsync, tmux;
+# Tests and benchmarks: OpenSSH client and server, paramiko, rsync, tmux, ssh-audit (the algorithm audit test);
 # gcc and libc6-dev build the guest's sshvisor-reseed; gcc and binutils also the tiny test kernel (test/fixtures/tiny-kernel).
+# chromium: the web console test drives it with playwright-core (headless, loopback only).
 PACKAGES=(
   qemu-system-x86 qemu-utils busybox-static dropbear-bin openssh-sftp-server
   openssh-client e2fsprogs cpio kmod rsync gcc libc6-dev
-  openssh-server python3-paramiko procps tmux binutils
+  openssh-server python3-paramiko procps tmux binutils chromium ssh-audit
 )
 
 missing=()

@@ -2,6 +2,7 @@ import type { Command } from 'commander';
 import { loadConfig } from '../config/load-config.js';
 import { createLogger } from '../util/log.js';
 import { existsSync } from 'node:fs';
+import { join } from 'node:path';
 import { loadImage, type GuestImage } from '../image/image.js';
 import { ConsoleHub } from '../console/console-hub.js';
 import { startConsoleTcpServer } from '../console/console-tcp-server.js';
@@ -22,6 +23,10 @@ import { createVmOps } from '../ops/vm-ops.js';
 import { describeImage } from '../ops/vm-status.js';
 import { EXIT_USAGE, parseAdminCommand, runAdminCommand, type AdminOps } from '../ops/admin-commands.js';
 import { startControlServer } from '../ops/control-socket.js';
+import { SshvisorMetrics } from '../metrics/sshvisor-metrics.js';
+import { checkHttpAddress, startHttpServer } from '../http/http-server.js';
+import { ADMIN_TOKEN_FILE, loadOrCreateAdminToken, TokenAuth } from '../http/tokens.js';
+import { parseMaxStartups, type MaxStartups } from '../ssh/connection-limits.js';
 
 const OPEN_BANNER =
   'WARNING: this sshvisor runs with --auth open: any key can log in as any name.\r\n';
@@ -49,6 +54,7 @@ export function registerServeCommand(program: Command): void {
     process.umask(0o077);
     const logger = createLogger(config.logLevel);
     // Everything that can fail on bad setup fails here, before the port opens.
+    if (config.http) checkHttpAddress(config.http, config.httpPublic);
     const image = config.kernel ? customImage(config) : { ...loadImage(config.imageDir), ...(config.consoleOnly ? { ssh: false } : {}) };
     // VMs outlive this process (a crash, kill -9): the next `serve` takes them over. SIGTERM still suspends them.
     const driver = new QemuDriver({ survivesGateway: true });
@@ -97,6 +103,8 @@ export function registerServeCommand(program: Command): void {
       templates: config.templates,
       bootTimeoutSec: config.bootTimeout,
       gatewayKey,
+      hungTimeoutSec: config.hungTimeout,
+      restart: { policy: config.restart, maxRestarts: config.restartMax, windowSec: config.restartWindow },
     });
     const hub = new ConsoleHub({
       dataDir: config.dataDir,
@@ -113,12 +121,19 @@ export function registerServeCommand(program: Command): void {
           : resumedFrom ? `VM resumed from the snapshot taken at ${isoSeconds(resumedFrom)}` : cloned ? 'VM started from the template' : 'VM started',
       ),
     );
+    manager.on('vm-note', (name, text) => hub.get(name)?.mark(text));
     manager.on('vm-gone', (name, detail) => hub.channel(name).mark(`VM exited: ${detail}`));
     // Before the SSH port opens: a login must find its VM already taken over, not boot a second one.
     await manager.reattach();
     const authenticator = createAuthenticator({ mode: config.auth, store, keysDir: config.keysDir, logger });
     const vmOps = createVmOps({ dataDir: config.dataDir, image: describeImage(image), memoryMiB: config.memory, cpus: config.cpus, manager, store, hub });
     ops = vmOps;
+    const metrics = new SshvisorMetrics({
+      vmStates: () => vmOps.names().map((n) => vmOps.report(n, { consoleLines: 0 }).state),
+      console: hub,
+    });
+    metrics.watchManager(manager);
+    const tokens = config.http ? new TokenAuth(loadOrCreateAdminToken(config.dataDir), store) : undefined;
     const consoleAccess = { hub, acquire: (name: string, options?: Parameters<VmManager['acquire']>[1]) => manager.acquire(name, options), replayLines: config.consoleReplay };
     const server = createSshServer({
       hostKey: hostKey.privateKey,
@@ -130,11 +145,39 @@ export function registerServeCommand(program: Command): void {
       consoleOnly: !image.ssh,
       status: { report: (name) => vmOps.report(name) },
       admin: adminKeys && { isAdminKey: (blob) => adminKeys.isAdminKey(blob), ops: vmOps, console: consoleAccess },
+      tokens,
+      stats: metrics.ssh,
+      limits: {
+        loginGraceTime: config.loginGraceTime,
+        // Validated by the config schema.
+        maxStartups: parseMaxStartups(config.maxStartups) as MaxStartups,
+        maxAuthTries: config.maxAuthTries,
+        maxAuthFailures: config.maxAuthFailures,
+        authFailureWindow: config.authFailureWindow,
+        maxSessions: config.maxSessions,
+        maxChannels: config.maxChannels,
+        maxUserSessions: config.maxUserSessions,
+      },
     });
 
     const consoleTcp = config.consoleTcp
       ? await startConsoleTcpServer({ address: config.consoleTcp, allowPublic: config.consoleTcpPublic, hub, replayLines: config.consoleReplay, logger })
       : undefined;
+    const http =
+      config.http && tokens
+        ? await startHttpServer({
+            address: config.http,
+            allowPublic: config.httpPublic,
+            ops: vmOps,
+            history: (name, o) => hub.history(name, o),
+            channel: (name) => hub.channel(name),
+            isKnown: (name) => vmOps.isKnown(name),
+            replayLines: config.consoleReplay,
+            auth: tokens,
+            metrics,
+            logger,
+          })
+        : undefined;
     await new Promise<void>((resolve, reject) => {
       server.once('error', (err: NodeJS.ErrnoException) =>
         reject(new UserError(`cannot listen on ${config.listen}:${config.port}: ${err.code ?? err.message}`)),
@@ -144,7 +187,7 @@ export function registerServeCommand(program: Command): void {
     const address = server.address();
     const port = typeof address === 'object' && address ? address.port : config.port;
     logger.info(
-      { event: 'listening', listen: config.listen, port, accel, auth: config.auth, dataDir: config.dataDir, hostKey: hostKey.fingerprint, kernel: image.manifest?.kernel.release, consoleTcpPort: consoleTcp?.port, controlSocket: control.path, adminKeys: adminKeys?.count },
+      { event: 'listening', listen: config.listen, port, accel, auth: config.auth, dataDir: config.dataDir, hostKey: hostKey.fingerprint, kernel: image.manifest?.kernel.release, consoleTcpPort: consoleTcp?.port, httpPort: http?.port, httpAdminToken: http && join(config.dataDir, ADMIN_TOKEN_FILE), controlSocket: control.path, adminKeys: adminKeys?.count },
       `sshvisor listening on ${config.listen}:${port}`,
     );
 
@@ -157,6 +200,7 @@ export function registerServeCommand(program: Command): void {
       void control
         .close()
         .then(() => consoleTcp?.close())
+        .then(() => http?.close())
         .then(() => manager.shutdown())
         .catch((err) => logger.error({ err: String(err) }, 'error while suspending VMs'))
         .then(() => hub.close())

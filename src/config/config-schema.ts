@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { parseMaxStartups } from '../ssh/connection-limits.js';
 
 /**
  * The `sshvisor serve` configuration: one zod schema, plus the little table
@@ -9,6 +10,7 @@ import { z } from 'zod';
 
 export const ACCEL_MODES = ['auto', 'kvm', 'tcg'] as const;
 export const AUTH_MODES = ['claim', 'keys', 'open'] as const;
+export const RESTART_POLICIES = ['never', 'on-failure'] as const;
 export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
 
 export type AuthMode = (typeof AUTH_MODES)[number];
@@ -74,6 +76,10 @@ export const serveConfigSchema = z.strictObject({
   consoleTcp: z.string().regex(/^(\[[0-9a-f:]+\]|[^:\s]+):\d{1,5}$/i, { error: 'must be HOST:PORT, e.g. 127.0.0.1:7022' }).optional(),
   /** Allow --console-tcp on a non-loopback address (it is unauthenticated plaintext). */
   consoleTcpPublic: z.boolean({ error: 'must be true or false' }),
+  /** host:port for the HTTP API, /metrics and the web console; off when absent. */
+  http: z.string().regex(/^(\[[0-9a-f:]+\]|[^:\s]+):\d{1,5}$/i, { error: 'must be HOST:PORT, e.g. 127.0.0.1:8080' }).optional(),
+  /** Allow --http on a non-loopback address (plain HTTP: tokens would cross the network in the clear). */
+  httpPublic: z.boolean({ error: 'must be true or false' }),
   /** Boot this kernel instead of the image in imageDir (e.g. a unikernel). */
   kernel: path.optional(),
   initrd: path.optional(),
@@ -85,6 +91,31 @@ export const serveConfigSchema = z.strictObject({
   templates: z.boolean({ error: 'must be true or false' }),
   /** authorized_keys file of the operators who may log in as `admin`; the admin account is off without it. */
   adminKeys: path.optional(),
+  /** Seconds a running VM may go without answering (QMP, or its SSH daemon) before it is reported hung; 0 = not watched. */
+  hungTimeout: int(0, 86400),
+  /** never, or on-failure: restart a VM after a guest panic or a QEMU crash, with backoff. */
+  restart: oneOf(RESTART_POLICIES),
+  /** More restarts than this within restartWindow seconds is a crash loop: the VM stays crashed. */
+  restartMax: int(1, 1000),
+  restartWindow: int(1, 7 * 86400),
+  /** Seconds a connection has to authenticate (OpenSSH LoginGraceTime); 0 = no limit. */
+  loginGraceTime: int(0, 3600),
+  /** Unauthenticated connections: START:RATE:FULL random early drop, or N (OpenSSH MaxStartups). */
+  maxStartups: z.string({ error: 'must be N or START:RATE:FULL, e.g. 10:30:100' }).check((ctx) => {
+    const parsed = parseMaxStartups(ctx.value);
+    if ('error' in parsed) ctx.issues.push({ code: 'custom', message: parsed.error, input: ctx.value });
+  }),
+  /** Failed authentication attempts per connection (OpenSSH MaxAuthTries). */
+  maxAuthTries: int(1, 1000),
+  /** Failed authentications per source address per authFailureWindow; then its connections are refused. */
+  maxAuthFailures: int(1, 1_000_000),
+  authFailureWindow: int(1, 86_400),
+  /** Session channels open at once on one connection (OpenSSH MaxSessions). */
+  maxSessions: int(1, 10_000),
+  /** Channels of any kind (sessions, -L forwards) open at once on one connection. */
+  maxChannels: int(1, 10_000),
+  /** Session channels open at once for one VM name over all its connections. */
+  maxUserSessions: int(1, 1_000_000),
 });
 
 export type ServeConfig = Readonly<z.infer<typeof serveConfigSchema>>;
@@ -123,12 +154,26 @@ export const SERVE_FIELDS: { readonly [K in ServeConfigKey]: FieldInfo } = {
   consoleLogSize: { kind: 'string', arg: 'size', help: 'rotate DATA_DIR/vms/NAME/console.log past this size (default 4MiB)' },
   consoleTcp: { kind: 'string', arg: 'host:port', help: 'also serve consoles read-only as plain text on this address (off by default)' },
   consoleTcpPublic: { kind: 'bool', help: 'allow --console-tcp on a non-loopback address' },
+  http: { kind: 'string', arg: 'host:port', help: 'serve the JSON API, /metrics and the web console on this address (off by default)' },
+  httpPublic: { kind: 'bool', help: 'allow --http on a non-loopback address' },
   kernel: { kind: 'path', arg: 'file', help: 'boot this kernel (e.g. a unikernel) instead of the image' },
   initrd: { kind: 'path', arg: 'file', help: 'initramfs for --kernel' },
   append: { kind: 'string', arg: 'args', help: 'kernel arguments for --kernel' },
   consoleOnly: { kind: 'bool', help: 'the guest has no SSH daemon: ssh NAME@ opens its console' },
   templates: { kind: 'bool', help: 'start new VMs as clones of a booted template (default on)' },
   adminKeys: { kind: 'path', arg: 'file', help: 'authorized_keys file of the operators who may log in as admin (admin is off without it)' },
+  hungTimeout: { kind: 'int', arg: 'secs', help: 'report a running VM as hung when it has not answered for this long, 0 = off (default 30)' },
+  restart: { kind: 'string', arg: 'policy', help: 'never, or on-failure: restart a VM after a panic or crash, with backoff (default never)' },
+  restartMax: { kind: 'int', arg: 'n', help: 'with on-failure, give up after this many restarts within --restart-window (default 5)' },
+  restartWindow: { kind: 'int', arg: 'secs', help: 'the window --restart-max counts restarts in (default 600)' },
+  loginGraceTime: { kind: 'int', arg: 'secs', help: 'close a connection that has not authenticated after this long, 0 = never (default 60)' },
+  maxStartups: { kind: 'string', arg: 'start:rate:full', help: 'unauthenticated connections: drop new ones with RATE% chance past START, all past FULL (default 256:30:1024)' },
+  maxAuthTries: { kind: 'int', arg: 'n', help: 'failed authentication attempts per connection (default 6)' },
+  maxAuthFailures: { kind: 'int', arg: 'n', help: 'failed authentications per source address per --auth-failure-window before it is refused (default 30)' },
+  authFailureWindow: { kind: 'int', arg: 'secs', help: 'window of --max-auth-failures; a refused source recovers as it passes (default 60)' },
+  maxSessions: { kind: 'int', arg: 'n', help: 'sessions open at once on one connection (default 10)' },
+  maxChannels: { kind: 'int', arg: 'n', help: 'channels (sessions and -L forwards) open at once on one connection (default 32)' },
+  maxUserSessions: { kind: 'int', arg: 'n', help: 'sessions open at once for one VM name over all connections (default 256)' },
 };
 
 /** Defaults that do not depend on another field (keysDir and imageDir follow dataDir). */
@@ -150,6 +195,19 @@ export const STATIC_DEFAULTS = {
   consoleReplay: 100,
   consoleLogSize: 4 * 1024 ** 2,
   consoleTcpPublic: false,
+  httpPublic: false,
   consoleOnly: false,
   templates: true,
+  hungTimeout: 30,
+  restart: 'never',
+  restartMax: 5,
+  restartWindow: 600,
+  loginGraceTime: 60,
+  maxStartups: '256:30:1024',
+  maxAuthTries: 6,
+  maxAuthFailures: 30,
+  authFailureWindow: 60,
+  maxSessions: 10,
+  maxChannels: 32,
+  maxUserSessions: 256,
 } as const satisfies Partial<ServeConfig>;

@@ -40,6 +40,8 @@ export class GuestSessionPool {
   private readonly lent = new Set<GuestClient>();
   private dialing = 0;
   private closed = false;
+  /** No spares while paused (a suspend in progress); takers are still served. */
+  private paused = false;
   /** After failed dials, spares wait until then (waiters do not): an unreachable guest is not hammered. */
   private sparesAfter = 0;
   private failures = 0;
@@ -78,6 +80,21 @@ export class GuestSessionPool {
     };
   }
 
+  /**
+   * End the idle connections and keep no spares until unpause(): before a
+   * snapshot, so the guest sees them go while it still runs (restored, their
+   * dropbear processes would wait forever on connections that no longer exist).
+   */
+  pause(): void {
+    this.paused = true;
+    for (const c of this.idle.splice(0)) c.end();
+  }
+
+  unpause(): void {
+    this.paused = false;
+    this.fill();
+  }
+
   /** End every connection, idle and lent; waiting takers are refused. */
   close(): void {
     this.closed = true;
@@ -100,7 +117,7 @@ export class GuestSessionPool {
     }
     const waiter = this.waiters.shift();
     if (waiter) return waiter.resolve(client);
-    if (this.idle.length >= this.spares) return void client.end();
+    if (this.paused || this.idle.length >= this.spares) return void client.end();
     this.park(client);
   }
 
@@ -116,7 +133,7 @@ export class GuestSessionPool {
 
   /** Dial until waiters are served and `spares` are idle, `maxDialing` at a time. */
   private fill(): void {
-    const spares = Date.now() >= this.sparesAfter ? this.spares : 0;
+    const spares = !this.paused && Date.now() >= this.sparesAfter ? this.spares : 0;
     while (!this.closed && this.dialing < this.maxDialing && this.idle.length + this.dialing < spares + this.waiters.length) {
       this.dialing++;
       this.opts
@@ -127,7 +144,7 @@ export class GuestSessionPool {
             if (this.closed) return void client.end();
             const waiter = this.waiters.shift();
             if (waiter) waiter.resolve(client);
-            else if (this.idle.length >= this.spares) client.end(); // a released one got there first
+            else if (this.paused || this.idle.length >= this.spares) client.end(); // not wanted (any more)
             else this.park(client);
           },
           (err: Error) => {

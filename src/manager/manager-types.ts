@@ -6,6 +6,7 @@ import type { GuestClient } from './guest-connection.js';
 import type { GuestSessionPool } from './guest-session-pool.js';
 import type { Template } from './template.js';
 import type { SnapshotMeta } from './snapshot-files.js';
+import type { RestartPolicyOptions } from './restart-policy.js';
 
 export interface VmManagerOptions {
   driver: VmDriver;
@@ -28,6 +29,10 @@ export interface VmManagerOptions {
   gatewayKey: { privateKey: Buffer; publicKey: string };
   /** Start new VMs as clones of a template snapshot (built in the background); cold boot otherwise. */
   templates?: boolean;
+  /** Seconds a running VM may go without answering before it is reported hung; 0 or absent: not watched. */
+  hungTimeoutSec?: number;
+  /** What happens when a VM ends against its will (restart-policy.ts); absent: never restarted. */
+  restart?: Pick<RestartPolicyOptions, 'policy' | 'maxRestarts' | 'windowSec'>;
 }
 
 /** The guest's SSH host key (wire format), pinned the first time the gateway logs in. */
@@ -59,4 +64,7 @@ export interface Entry {
   sessions: number;
   idleTimer?: NodeJS.Timeout;
 }
+
+/** How a VM run began: a cold boot, a clone of the template, or a resume of its own snapshot. */
+export type LaunchHow = 'boot' | 'clone' | 'resume';
 

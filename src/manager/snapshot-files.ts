@@ -1,8 +1,9 @@
 import { createHash } from 'node:crypto';
-import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { z } from 'zod';
 import type { GuestImage } from '../image/image.js';
+import { partialName, writeFileAtomic } from '../util/atomic-write.js';
 
 /**
  * A suspended VM on disk, in DATA_DIR/vms/NAME/: `ram` (guest memory, the
@@ -89,23 +90,15 @@ export function inspectSnapshot(dir: string, expect: SnapshotExpectations): Snap
 export function writeSnapshotMeta(dir: string, fields: Omit<SnapshotMeta, 'format' | 'stateBytes' | 'stateSha256'>): SnapshotMeta {
   const p = snapshotPaths(dir);
   const meta: SnapshotMeta = { format: 1, ...fields, stateBytes: statSync(p.state).size, stateSha256: sha256(p.state) };
-  const tmp = `${p.meta}.partial`;
-  const fd = openSync(tmp, 'w', 0o600);
-  try {
-    writeSync(fd, JSON.stringify(meta, null, 2) + '\n');
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
-  renameSync(tmp, p.meta);
+  writeFileAtomic(p.meta, JSON.stringify(meta, null, 2) + '\n');
   return meta;
 }
 
 /** The snapshot has been restored (or must go): the running guest has moved on from it. */
 export function forgetSnapshot(dir: string): void {
   const p = snapshotPaths(dir);
-  rmSync(p.meta, { force: true });
-  rmSync(p.state, { force: true });
+  // A .partial is what a suspend that failed midway (a full disk) may have left.
+  for (const f of [p.meta, p.state, partialName(p.meta), partialName(p.state)]) rmSync(f, { force: true });
 }
 
 /** Delete a snapshot entirely, RAM included (retention expiry). The disk stays. */

@@ -1,5 +1,6 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { chmodSync, closeSync, existsSync, fsyncSync, ftruncateSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeSync } from 'node:fs';
+import { chmodSync, closeSync, existsSync, ftruncateSync, mkdirSync, openSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { writeFileAtomic } from '../util/atomic-write.js';
 import { join } from 'node:path';
 import { z } from 'zod';
 import type { Logger } from '../util/log.js';
@@ -74,6 +75,8 @@ export class TemplateStore {
     this.building ??= this.build()
       .catch((err) => {
         this.opts.logger.warn({ event: 'template-failed', err: errorMessage(err) }, 'could not build a template; new VMs cold-boot');
+        // Half a template (a full disk, a failed boot) is only space taken: template.json was never written.
+        rmSync(this.dir, { recursive: true, force: true });
         return undefined;
       })
       .finally(() => (this.building = undefined));
@@ -162,16 +165,4 @@ export class TemplateStore {
     opts.logger.info({ event: 'template-ready', ms: Date.now() - started, dir: this.dir }, 'template ready: new VMs start as clones');
     return this.ready()!;
   }
-}
-
-function writeFileAtomic(path: string, content: string): void {
-  const tmp = `${path}.partial`;
-  const fd = openSync(tmp, 'w', 0o600);
-  try {
-    writeSync(fd, content);
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
-  renameSync(tmp, path);
 }

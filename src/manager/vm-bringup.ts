@@ -1,4 +1,6 @@
-import { existsSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { freeBytes, isNoSpace, writeFileAtomic } from '../util/atomic-write.js';
+import { NoSpaceError, noSpaceError, preallocateRam, requireSpace } from './disk-space.js';
 import { join } from 'node:path';
 import { UserError, errorMessage } from '../util/errors.js';
 import { ensurePrivateDir } from '../util/paths.js';
@@ -19,7 +21,20 @@ import {
   snapshotTakenAt,
   writeSnapshotMeta,
 } from './snapshot-files.js';
-import { GUEST_HOST_KEY_FILE, type Entry, type Launch, type VmManagerOptions } from './manager-types.js';
+import { GUEST_HOST_KEY_FILE, type Entry, type Launch, type LaunchHow, type VmManagerOptions } from './manager-types.js';
+
+/** What a failed suspend does to the VM, and who hears why. */
+export interface SuspendFailure {
+  then: 'power-off' | 'keep-running';
+  error?: (why: string) => void;
+}
+
+/** Room a suspend wants besides guest RAM: the device state is tens of kilobytes, snapshot.json less. */
+const SNAPSHOT_SLACK = 4 * 1024 * 1024;
+/** How long a login tries to reconnect to a guest that has been up for a while. */
+const RECONNECT_MS = 30_000;
+/** What mkfs writes on a new (sparse) disk, and a little more: the journal is most of it. */
+const NEW_DISK_ROOM_MIB = 64;
 
 export interface BringupHooks {
   /** A VM object exists and is about to start (attach consoles now). */
@@ -27,6 +42,10 @@ export interface BringupHooks {
   exited(entry: Entry, vm: Vm, info: ExitInfo): void;
   /** The entry never got a VM (its disk could not be made). */
   forget(entry: Entry): void;
+  /** The VM process runs (booted, cloned or resumed). */
+  started(entry: Entry, how: LaunchHow): void;
+  /** The guest is usable (resumed, or its SSH daemon is up), `ms` after its VM started; once per run. */
+  ready(entry: Entry, how: LaunchHow, ms: number): void;
 }
 
 /**
@@ -50,6 +69,16 @@ export class VmBringup {
   /** Resume the VM from its snapshot if it has a usable one, else boot it from its disk. */
   async start(entry: Entry, onNotice?: (line: string) => void): Promise<void> {
     const { opts } = this;
+    const fresh = !existsSync(join(opts.dataDir, 'vms', entry.name));
+    if (fresh) {
+      try {
+        // A new VM needs room for its memory and a start on its disk: say so before making anything.
+        requireSpace(opts.dataDir, (opts.memoryMiB + NEW_DISK_ROOM_MIB) * 1024 * 1024, `create VM ${entry.name}`);
+      } catch (err) {
+        this.hooks.forget(entry);
+        throw err;
+      }
+    }
     const dir = ensurePrivateDir(join(opts.dataDir, 'vms', entry.name));
     const disk = join(dir, 'disk.img');
     try {
@@ -57,6 +86,10 @@ export class VmBringup {
       if (await ensureDisk(disk, opts.diskSizeMiB)) rmSync(join(dir, GUEST_HOST_KEY_FILE), { force: true });
     } catch (err) {
       this.hooks.forget(entry);
+      // A VM that never got a disk leaves nothing behind.
+      if (fresh) rmSync(dir, { recursive: true, force: true });
+      // mkfs words a full disk in many ways ("short write", "could not allocate block"): go by the free space too.
+      if (isNoSpace(err) || (freeBytes(opts.dataDir) ?? Infinity) < NEW_DISK_ROOM_MIB * 1024 * 1024) throw noSpaceError(`create the disk of VM ${entry.name}`, opts.dataDir, opts.diskSizeMiB * 1024 * 1024);
       throw new UserError(`cannot create the disk of VM ${entry.name}: ${errorMessage(err)}`);
     }
     const snapshot = inspectSnapshot(dir, {
@@ -70,6 +103,8 @@ export class VmBringup {
       try {
         return await this.launch(entry, dir, disk, { kind: 'snapshot', stateFile: snapshot.stateFile, meta: snapshot.meta });
       } catch (err) {
+        // A full data dir is no fault of the snapshot: keep it for when there is room.
+        if (err instanceof NoSpaceError) throw err;
         unusable = errorMessage(err);
       }
     }
@@ -86,6 +121,7 @@ export class VmBringup {
       try {
         return await this.launch(entry, dir, disk, { kind: 'template', template });
       } catch (err) {
+        if (err instanceof NoSpaceError) throw err;
         opts.logger.warn({ vm: entry.name, event: 'clone-failed', err: errorMessage(err) }, 'clone failed; booting instead');
       }
     }
@@ -118,6 +154,10 @@ export class VmBringup {
             // A VM resumed from a clone's snapshot keeps no private mapping: its RAM is its own file from now on.
             restoreFrom: from.kind === 'snapshot' ? { stateFile: from.stateFile, ramInState: from.meta.ramInState } : undefined,
           };
+    // A shared RAM file gets all its blocks now: a page fault on a full disk would kill QEMU (disk-space.ts).
+    if (spec.memoryFile && !spec.memoryPrivate) {
+      await preallocateRam(spec.memoryFile, opts.memoryMiB * 1024 * 1024, `hold the ${opts.memoryMiB} MiB of memory of VM ${entry.name}`);
+    }
     const vm = opts.driver.create(spec);
     entry.vm = vm;
     entry.startedAt = Date.now();
@@ -147,6 +187,13 @@ export class VmBringup {
     // From here the guest moves on: its old snapshot must never be restored over the newer disk.
     if (from.kind === 'snapshot') forgetSnapshot(dir);
     else opts.store.recordBoot(entry.name);
+    const how: LaunchHow = from.kind === 'snapshot' ? 'resume' : from.kind === 'template' ? 'clone' : 'boot';
+    this.hooks.started(entry, how);
+    // Usable: a resumed guest as soon as it runs (its daemons never stopped); a booted one when it says its SSH daemon is up.
+    const startedAt = entry.startedAt;
+    void entry.guestReady.then(() => {
+      if (entry.vm === vm && vm.state === 'running') this.hooks.ready(entry, how, Date.now() - startedAt);
+    });
   }
 
   async connect(entry: Entry): Promise<void> {
@@ -157,7 +204,9 @@ export class VmBringup {
     const pinFile = join(vm.spec.dir, GUEST_HOST_KEY_FILE);
     // Connecting before the guest's network is up costs seconds: QEMU's user network holds the
     // early SYNs and the TCP retransmit timer decides when they are tried again. Wait for the guest to say so.
-    const deadline = (entry.attachedAt ?? entry.startedAt ?? Date.now()) + opts.bootTimeoutSec * 1000;
+    // A VM up for longer than the boot timeout whose connection dropped (a hang the keepalive gave up on) still gets a real try.
+    // A VM taken over from an earlier server counts from then.
+    const deadline = Math.max((entry.attachedAt ?? entry.startedAt ?? Date.now()) + opts.bootTimeoutSec * 1000, Date.now() + RECONNECT_MS);
     await Promise.race([entry.guestReady, new Promise((r) => setTimeout(r, Math.max(0, deadline - Date.now())).unref())]);
     try {
       const guest = await connectGuest({
@@ -166,7 +215,8 @@ export class VmBringup {
         deadline,
         exited: vm.exited,
         pinnedHostKey: existsSync(pinFile) ? readFileSync(pinFile) : undefined,
-        onFirstHostKey: (key) => writeFileSync(pinFile, key, { mode: 0o600 }),
+        // A torn pin would lock the owner out ("not the host key it had before").
+        onFirstHostKey: (key) => writeFileAtomic(pinFile, key),
       });
       guest.once('close', () => {
         if (entry.guest === guest) entry.guest = undefined;
@@ -198,14 +248,17 @@ export class VmBringup {
   /**
    * Snapshot a running VM to disk and end its process. The guest flushes its
    * page cache first, so even a snapshot that later cannot be used loses
-   * nothing already written. If the snapshot fails, the VM is powered off
-   * instead: its disk is then consistent.
+   * nothing already written. If the snapshot fails (no room in the data dir,
+   * a QEMU error), `failure.then` decides: keep the VM running as it was (an
+   * operator's or the idle suspend), or power it off so its disk is
+   * consistent (shutdown, when the process is going away). Resolves with the
+   * exit, or undefined when the VM is still running.
    */
-  async suspend(entry: Entry): Promise<ExitInfo | undefined> {
+  async suspend(entry: Entry, failure: SuspendFailure = { then: 'power-off' }): Promise<ExitInfo | undefined> {
     const vm = entry.vm;
     if (!vm || vm.state !== 'running') return vm?.exited;
     if (entry.suspending) return vm.exited;
-    const done = this.snapshotAndQuit(entry, vm);
+    const done = this.snapshotAndQuit(entry, vm, failure);
     entry.suspending = done;
     try {
       return await done;
@@ -214,16 +267,16 @@ export class VmBringup {
     }
   }
 
-  private async snapshotAndQuit(entry: Entry, vm: Vm): Promise<ExitInfo | undefined> {
+  private async snapshotAndQuit(entry: Entry, vm: Vm, failure: SuspendFailure): Promise<ExitInfo | undefined> {
     const { opts } = this;
-    // Spare connections end now, while the guest still runs to see them go: a snapshot would keep their
-    // dropbear processes waiting forever on connections that no longer exist after the resume.
-    entry.sessionPool?.close();
-    entry.sessionPool = undefined;
+    // Spare connections end now, while the guest still runs to see them go (see GuestSessionPool.pause).
+    entry.sessionPool?.pause();
     if (entry.guest) await guestExec(entry.guest, 'sync', 15_000).catch(() => undefined);
     const dir = vm.spec.dir;
     const started = Date.now();
     try {
+      // The device state is small, unless guest RAM has to go in it (a clone): check for room before stopping the guest.
+      requireSpace(dir, (vm.spec.memoryPrivate ? opts.memoryMiB : 0) * 1024 * 1024 + SNAPSHOT_SLACK, `suspend VM ${entry.name}`);
       const info = await vm.suspend(snapshotPaths(dir).state, {
         beforeQuit: () =>
           writeSnapshotMeta(dir, {
@@ -239,7 +292,16 @@ export class VmBringup {
       return info;
     } catch (err) {
       forgetSnapshot(dir);
-      opts.logger.error({ vm: entry.name, event: 'vm-suspend-failed', err: errorMessage(err) }, 'suspend failed; powering the VM off');
+      const why = err instanceof NoSpaceError || !isNoSpace(err) ? errorMessage(err) : noSpaceError(`suspend VM ${entry.name}`, dir).message;
+      // The driver left the VM running: keep it so (a full disk must not cost the guest its RAM), unless the server is going away.
+      if (failure.then === 'keep-running' && vm.state === 'running') {
+        opts.logger.error({ vm: entry.name, event: 'vm-suspend-failed', err: why }, 'suspend failed; the VM keeps running');
+        entry.sessionPool?.unpause();
+        failure.error?.(why);
+        return undefined;
+      }
+      opts.logger.error({ vm: entry.name, event: 'vm-suspend-failed', err: why }, 'suspend failed; powering the VM off');
+      failure.error?.(why);
       return vm.stop({ timeoutMs: 15_000 });
     }
   }

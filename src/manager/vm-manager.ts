@@ -7,12 +7,19 @@ import { assertVmName } from '../vm/vm-name.js';
 import { CapacityError } from './capacity-error.js';
 import type { GuestClient } from './guest-connection.js';
 import type { LentConnection } from './guest-session-pool.js';
-import type { Entry, VmManagerOptions } from './manager-types.js';
+import type { Entry, LaunchHow, VmManagerOptions } from './manager-types.js';
 import { VmBringup } from './vm-bringup.js';
 import { deleteSnapshot, snapshotTakenAt } from './snapshot-files.js';
 import { endTemplateBuilds, lastHeartbeat, reattachAll, startHeartbeat, type ReattachOutcome } from './reattach.js';
+import { HealthMonitor, type HungInfo } from './health-monitor.js';
+import { RestartPolicy, type RestartInfo } from './restart-policy.js';
+import { bestEffortRecords } from './disk-space.js';
+import { freeBytes } from '../util/atomic-write.js';
 
-export type { VmManagerOptions } from './manager-types.js';
+/** Free space in the data dir at which a guest paused on a full disk is continued. */
+const ROOM_AGAIN_BYTES = 64 * 1024 * 1024;
+
+export type { LaunchHow, VmManagerOptions } from './manager-types.js';
 
 /** A session's hold on a running VM; release it when the session ends. */
 export interface Lease {
@@ -46,6 +53,8 @@ export interface VmRuntime {
   resumedFrom: number | undefined;
   /** Leases held: shell, exec, sftp, forward and +console sessions. */
   sessions: number;
+  /** Set while the VM runs but does not answer (health-monitor.ts). */
+  hung?: HungInfo;
 }
 
 /** What an operator's stop did. */
@@ -56,7 +65,11 @@ export type StopResult =
   | { kind: 'not-running' };
 
 /** What an operator's suspend did. */
-export type SuspendResult = { kind: 'suspended' } | { kind: 'failed'; exit: ExitInfo | undefined } | { kind: 'not-running' };
+export type SuspendResult =
+  | { kind: 'suspended' }
+  /** `exit` unset: the VM is still running (e.g. no room for the snapshot); `error` says why. */
+  | { kind: 'failed'; exit: ExitInfo | undefined; error?: string }
+  | { kind: 'not-running' };
 
 export interface ManagerEvents {
   /** A VM was created and is about to start: attach to its console now to see every byte. */
@@ -64,6 +77,12 @@ export interface ManagerEvents {
   'vm-exit': [string, ExitInfo];
   /** At start (reattach): the VM was left running by an earlier server, but its QEMU has ended since. */
   'vm-gone': [string, string];
+  /** The VM process of `name` runs: booted, cloned or resumed. */
+  'vm-started': [string, LaunchHow];
+  /** `name`'s guest became usable `ms` after its VM started (once per run). */
+  'vm-ready': [string, LaunchHow, number];
+  /** A line for the VM's console log (hung, answering again, restarts). */
+  'vm-note': [string, string];
 }
 
 /**
@@ -81,20 +100,46 @@ export class VmManager extends EventEmitter<ManagerEvents> {
 
   private readonly sweeper: NodeJS.Timeout;
   private readonly bringup: VmBringup;
+  private readonly health: HealthMonitor;
+  private readonly restarts: RestartPolicy;
 
-  constructor(private readonly opts: VmManagerOptions) {
+  private readonly opts: VmManagerOptions;
+
+  constructor(options: VmManagerOptions) {
     super();
+    const opts = (this.opts = { ...options, store: bestEffortRecords(options.store, options.logger) });
     // Before the template build below can start over in the same directory.
     endTemplateBuilds(opts.dataDir, opts.logger);
     this.bringup = new VmBringup(opts, {
       created: (vm, how) => this.emit('vm-created', vm, how),
       exited: (entry, vm, info) => this.onExit(entry, vm, info),
       forget: (entry) => this.entries.delete(entry.name),
+      started: (entry, how) => this.emit('vm-started', entry.name, how),
+      ready: (entry, how, ms) => this.emit('vm-ready', entry.name, how, ms),
     });
     const sweep = (): void => this.bringup.sweepSnapshots((name) => this.entries.has(name));
     sweep();
     this.sweeper = setInterval(sweep, Math.min(3600, Math.max(1, opts.snapshotRetentionSec / 2)) * 1000);
     this.sweeper.unref();
+    const note = (name: string, text: string): void => void this.emit('vm-note', name, text);
+    this.health = new HealthMonitor({
+      hungTimeoutSec: opts.hungTimeoutSec ?? 0,
+      logger: opts.logger,
+      vms: () => this.entries.values(),
+      onChange: (name, hung) => note(name, hung ? `VM not answering: ${hung.reason}` : 'VM answers again'),
+      roomAgain: () => (freeBytes(opts.dataDir) ?? 0) >= ROOM_AGAIN_BYTES,
+    });
+    this.restarts = new RestartPolicy({
+      ...(opts.restart ?? { policy: 'never', maxRestarts: 5, windowSec: 600 }),
+      logger: opts.logger,
+      restart: async (name) => void (await this.resume(name)),
+      note,
+    });
+  }
+
+  /** `name`'s restart history under --restart, if it has one (see restart-policy.ts). */
+  restartInfo(name: string): RestartInfo | undefined {
+    return this.restarts.info(name);
   }
 
   /**
@@ -181,6 +226,7 @@ export class VmManager extends EventEmitter<ManagerEvents> {
       startedAt: e.startedAt,
       resumedFrom: e.resumedFrom,
       sessions: e.sessions,
+      hung: this.health.hung(name),
     };
   }
 
@@ -190,6 +236,7 @@ export class VmManager extends EventEmitter<ManagerEvents> {
    */
   async stop(name: string): Promise<StopResult> {
     assertVmName(name);
+    this.restarts.cancel(name, { forget: true });
     const e = this.entries.get(name);
     if (!e) {
       const dir = this.vmDir(name);
@@ -220,8 +267,9 @@ export class VmManager extends EventEmitter<ManagerEvents> {
     const vm = e.vm;
     if (!vm || vm.state === 'exited') return { kind: 'not-running' };
     this.opts.logger.info({ vm: name, event: 'vm-suspend-request' }, 'suspending VM on request');
-    const exit = vm.state === 'running' ? await this.bringup.suspend(e) : await vm.exited;
-    return exit?.reason === 'suspended' ? { kind: 'suspended' } : { kind: 'failed', exit };
+    let error: string | undefined;
+    const exit = vm.state === 'running' ? await this.bringup.suspend(e, { then: 'keep-running', error: (why) => (error = why) }) : await vm.exited;
+    return exit?.reason === 'suspended' ? { kind: 'suspended' } : { kind: 'failed', exit, error };
   }
 
   /**
@@ -246,6 +294,7 @@ export class VmManager extends EventEmitter<ManagerEvents> {
     assertVmName(name);
     if (this.removing.has(name)) throw new UserError(`VM ${name} is already being removed`);
     this.removing.add(name);
+    this.restarts.cancel(name, { forget: true });
     try {
       const e = this.entries.get(name);
       let wasRunning = false;
@@ -299,6 +348,8 @@ export class VmManager extends EventEmitter<ManagerEvents> {
     this.closing = true;
     clearInterval(this.sweeper);
     this.stopHeartbeat?.();
+    this.health.close();
+    this.restarts.close();
     await Promise.all(
       [...this.entries.values()].map(async (e) => {
         this.clearIdle(e);
@@ -322,7 +373,7 @@ export class VmManager extends EventEmitter<ManagerEvents> {
     entry.idleTimer = setTimeout(() => {
       if (entry.sessions > 0) return;
       this.opts.logger.info({ vm: entry.name, event: 'vm-idle', idleTimeoutSec: this.opts.idleTimeoutSec }, 'suspending idle VM');
-      if (entry.vm === vm) void this.bringup.suspend(entry);
+      if (entry.vm === vm) void this.bringup.suspend(entry, { then: 'keep-running' });
     }, this.opts.idleTimeoutSec * 1000);
     entry.idleTimer.unref();
   }
@@ -342,5 +393,6 @@ export class VmManager extends EventEmitter<ManagerEvents> {
     this.opts.store.recordExit(entry.name, info.reason, info.detail);
     this.opts.logger.info({ vm: entry.name, event: 'vm-exit', reason: info.reason, detail: info.detail }, 'VM exited');
     this.emit('vm-exit', entry.name, info);
+    if (!this.closing) this.restarts.exited(entry.name, info);
   }
 }

@@ -169,7 +169,7 @@ export async function runAdminCommand(command: AdminCommand, ops: AdminOps, io: 
           say(`${name} is not running (${ops.report(name, { consoleLines: 0 }).state})`);
           return EXIT_OK;
         }
-        io.err(`${name} could not be suspended${r.exit ? `; it ended instead: ${r.exit.detail}` : ''}`);
+        io.err(`${name} could not be suspended${r.error ? `: ${r.error}` : ''}${r.exit ? `; it ended instead: ${r.exit.detail}` : '; it keeps running'}`);
         return EXIT_FAILED;
       }
       case 'resume': {

@@ -10,7 +10,7 @@ export interface VmOpsOptions {
   image: string;
   memoryMiB: number;
   cpus: number;
-  manager: Pick<VmManager, 'inspect' | 'names' | 'stop' | 'suspend' | 'resume' | 'remove'>;
+  manager: Pick<VmManager, 'inspect' | 'names' | 'stop' | 'suspend' | 'resume' | 'remove' | 'restartInfo'>;
   store: Pick<Store, 'getVm' | 'listVms' | 'ownersOf' | 'forgetVm'>;
   hub: Pick<ConsoleHub, 'history' | 'get' | 'drop'>;
 }

@@ -3,6 +3,7 @@ import { basename, join } from 'node:path';
 import type { GuestImage } from '../image/image.js';
 import type { VmRuntime } from '../manager/vm-manager.js';
 import { snapshotTakenAt } from '../manager/snapshot-files.js';
+import type { RestartInfo } from '../manager/restart-policy.js';
 import type { OwnerKey, VmRecord } from '../store/store.js';
 import { isValidVmName } from '../vm/vm-name.js';
 
@@ -13,7 +14,7 @@ import { isValidVmName } from '../vm/vm-name.js';
  * Reading a status never boots or resumes anything.
  */
 
-export type VmStateName = 'running' | 'starting' | 'stopping' | 'suspended' | 'stopped' | 'crashed';
+export type VmStateName = 'running' | 'hung' | 'starting' | 'stopping' | 'suspended' | 'stopped' | 'crashed';
 
 export interface VmStatusReport {
   name: string;
@@ -47,6 +48,10 @@ export interface VmStatusReport {
   lastExit: { reason: string; detail: string; at: number | null } | null;
   /** The last console lines, control characters removed. */
   console: string[];
+  /** While hung: since when it has not answered, and what does not. */
+  hung: { since: number; reason: string } | null;
+  /** Under --restart on-failure: restarts in the current window, a pending one, or the crash-loop verdict. */
+  restart: { policy: string; restarts: number; pendingAt: number | null; gaveUp: string | null } | null;
 }
 
 export interface StatusSources {
@@ -55,7 +60,7 @@ export interface StatusSources {
   image: string;
   memoryMiB: number;
   cpus: number;
-  manager: { inspect(name: string): VmRuntime | undefined; names(): string[] };
+  manager: { inspect(name: string): VmRuntime | undefined; names(): string[]; restartInfo?(name: string): RestartInfo | undefined };
   store: { getVm(name: string): VmRecord | undefined; listVms(): VmRecord[]; ownersOf(name: string): OwnerKey[] };
   console: {
     history(name: string, opts: { lines?: number; maxBytes?: number }): Buffer;
@@ -109,7 +114,7 @@ export function collectStatus(src: StatusSources, name: string, opts: { consoleL
   const live = runtime && runtime.state !== 'exited';
   let state: VmStateName;
   if (live) {
-    state = runtime.state === 'running' || runtime.state === 'paused' ? 'running' : runtime.state === 'stopping' ? 'stopping' : 'starting';
+    state = runtime.state === 'running' || runtime.state === 'paused' ? (runtime.hung ? 'hung' : 'running') : runtime.state === 'stopping' ? 'stopping' : 'starting';
   } else if (takenAt !== undefined) {
     state = 'suspended';
   } else if (record?.lastExitReason && CRASH_REASONS.has(record.lastExitReason)) {
@@ -120,6 +125,7 @@ export function collectStatus(src: StatusSources, name: string, opts: { consoleL
   const pid = live ? (runtime.pid ?? null) : null;
   const startedAt = live ? (runtime.startedAt ?? null) : null;
   const lines = opts.consoleLines ?? 10;
+  const restart = src.manager.restartInfo?.(name);
   const history = lines > 0 ? src.console.history(name, { lines, maxBytes: 64 * 1024 }) : Buffer.alloc(0);
   return {
     name,
@@ -144,6 +150,8 @@ export function collectStatus(src: StatusSources, name: string, opts: { consoleL
     lastResumeAt: record?.lastResumeAt ?? null,
     lastExit: record?.lastExitReason ? { reason: record.lastExitReason, detail: record.lastExitDetail ?? '', at: record.lastExitAt } : null,
     console: consoleLines(history).slice(-lines),
+    hung: live && runtime.hung ? { ...runtime.hung } : null,
+    restart: restart ? { policy: restart.policy, restarts: restart.restarts, pendingAt: restart.pendingAt ?? null, gaveUp: live ? null : (restart.gaveUp ?? null) } : null,
   };
 }
 
@@ -221,6 +229,7 @@ export interface FormatOptions {
 
 const STATE_COLOR: Record<VmStateName, string> = {
   running: '32',
+  hung: '1;33',
   starting: '36',
   stopping: '36',
   suspended: '33',
@@ -256,12 +265,21 @@ export function formatStatus(r: VmStatusReport, opts: FormatOptions = {}): strin
   rows.push(['suspended', when(r.lastSuspendAt, plural(r.suspends, 'time'))]);
   rows.push(['resumed', when(r.lastResumeAt, plural(r.resumes, 'time'))]);
   rows.push(['last exit', r.lastExit ? describeExit(r.lastExit) : 'none']);
+  if (r.hung) rows.push(['health', `hung: ${r.hung.reason} (since ${isoTime(r.hung.since)})`]);
+  if (r.restart) rows.push(['restarts', describeRestart(r.restart, now)]);
   const width = Math.max(...rows.map(([k]) => k.length)) + 2;
   const bold = (s: string): string => (color ? `\x1b[1m${s}\x1b[0m` : s);
   const out = [bold(r.name), ...rows.map(([k, v]) => `  ${k.padEnd(width)}${v}`)];
   out.push(`  ${r.console.length > 0 ? `last ${r.console.length} console line${r.console.length === 1 ? '' : 's'}:` : 'console: nothing captured yet'}`);
   for (const line of r.console) out.push(`    ${line}`);
   return out.join(eol) + eol;
+}
+
+/** "1 in the current window (on-failure)", "... restarting in 4 s", or the crash-loop verdict. */
+function describeRestart(r: NonNullable<VmStatusReport['restart']>, now: number): string {
+  if (r.gaveUp) return r.gaveUp;
+  const base = `restarts=${r.restarts} (policy ${r.policy})`;
+  return r.pendingAt === null ? base : `${base}; restarting in ${Math.max(0, Math.ceil((r.pendingAt - now) / 1000))} s`;
 }
 
 /** "guest kernel panic, 2026-...Z"; the reason is added when the detail does not already say it. */
@@ -296,6 +314,8 @@ export function statusJson(r: VmStatusReport): Record<string, unknown> {
     lastResumeAt: t(r.lastResumeAt),
     lastExit: r.lastExit && { reason: r.lastExit.reason, detail: r.lastExit.detail, at: t(r.lastExit.at) },
     console: r.console,
+    hung: r.hung && { since: t(r.hung.since), reason: r.hung.reason },
+    restart: r.restart && { ...r.restart, pendingAt: t(r.restart.pendingAt) },
   };
 }
 
@@ -318,7 +338,7 @@ export function formatTable(reports: VmStatusReport[], opts: TableOptions = {}):
   const header = ['NAME', 'OWNER', 'STATE', 'UPTIME', 'MEMORY', 'SESSIONS', 'LAST CONSOLE LINE'];
   const rows = reports.map((r) => {
     const up = r.uptimeSeconds === null ? '-' : formatDuration(r.uptimeSeconds);
-    const mem = r.state === 'running' || r.state === 'starting' || r.state === 'stopping' ? `${r.memoryMiB} MiB` : '-';
+    const mem = r.state === 'running' || r.state === 'hung' || r.state === 'starting' || r.state === 'stopping' ? `${r.memoryMiB} MiB` : '-';
     return { cells: [r.name, shortOwner(r.owners), r.state, up, mem, String(r.sessions), r.console[r.console.length - 1] ?? ''], state: r.state };
   });
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r.cells[i]!.length)));

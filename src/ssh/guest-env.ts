@@ -28,3 +28,16 @@ export function commandWithEnv(command: string | undefined, env: Readonly<Record
   const exports = `export ${entries.map(([k, v]) => `${k}=${shellQuote(v)}`).join(' ')}`;
   return `${exports}; ${command ?? 'exec "$SHELL" -l'}`;
 }
+
+/** The longest command the guest's dropbear runs (its MAX_CMD_LEN); past it, dropbear only says "Unable to exec". */
+export const MAX_GUEST_COMMAND = 9000;
+
+/** Why the guest would refuse this command with `env` exported first, or undefined. Checked before any VM is woken. */
+export function commandProblem(command: string | undefined, env: Readonly<Record<string, string>>, kind: 'shell' | 'exec' | 'subsystem'): string | undefined {
+  if (kind === 'subsystem') return undefined;
+  const full = commandWithEnv(command, env);
+  const bytes = full === undefined ? 0 : Buffer.byteLength(full);
+  if (bytes <= MAX_GUEST_COMMAND) return undefined;
+  const what = Object.keys(env).length > 0 ? 'the command with its environment (SetEnv/SendEnv)' : 'the command';
+  return `${what} is too long: ${bytes} bytes, the VM's SSH daemon takes at most ${MAX_GUEST_COMMAND}`;
+}

@@ -1,3 +1,4 @@
+import { createServer as createNetServer, type Server as NetServer } from 'node:net';
 import ssh2, { type AuthContext, type Connection } from 'ssh2';
 import type { Logger } from '../util/log.js';
 import type { Authenticator } from './authenticator.js';
@@ -9,6 +10,11 @@ import { serveConsoleSession, type ConsoleAccess } from './console-session.js';
 import { serveStatusSession, type StatusAccess } from './status-session.js';
 import { serveAdminSession, type AdminAccess } from './admin-session.js';
 import type { GrantPermission } from '../store/store.js';
+import { serveTokenSession, type TokenIssuer } from './token-session.js';
+import { PreauthGate, sourceKey, type PreauthLimits } from './connection-limits.js';
+import { ConnectionChannels, UserSessions, type ChannelLimits } from './channel-limits.js';
+import { LimitLog } from './limit-log.js';
+import { SERVER_ALGORITHMS } from './algorithms.js';
 
 const { Server, utils } = ssh2;
 
@@ -26,6 +32,12 @@ export interface SshFrontDoorOptions {
   status: StatusAccess;
   /** The `admin` account (--admin-keys); without it every admin login is refused. */
   admin?: AdminAccess;
+  /** NAME+token: HTTP API tokens (--http); without it +token is refused. */
+  tokens?: TokenIssuer;
+  /** Counters for /metrics. */
+  stats?: { connection(): void; authFailure(): void };
+  /** Pre-authentication and channel limits (README "Limits and hardening"). */
+  limits: PreauthLimits & ChannelLimits;
 }
 
 /**
@@ -35,30 +47,60 @@ export interface SshFrontDoorOptions {
  */
 type Routing = { route: Route; fingerprint?: string } | { refusal: string };
 
-/** The SSH server: authentication, routing by username, and the channel relays. */
-export function createSshServer(opts: SshFrontDoorOptions): InstanceType<typeof Server> {
-  const server = new Server({ hostKeys: [opts.hostKey], ident: 'sshvisor', banner: opts.banner }, (client, info) => {
+/**
+ * The SSH server: connection limits, authentication, routing by username,
+ * and the channel relays. The TCP listener is ours, so the pre-auth limits
+ * act on a socket before ssh2 spends a key exchange on it; accepted sockets
+ * are handed to ssh2 with its public injectSocket().
+ */
+export function createSshServer(opts: SshFrontDoorOptions): NetServer {
+  const limitLog = new LimitLog(opts.logger);
+  const gate = new PreauthGate(opts.limits, limitLog);
+  const userSessions = new UserSessions();
+  const server = new Server({ hostKeys: [opts.hostKey], ident: 'sshvisor', banner: opts.banner, algorithms: SERVER_ALGORITHMS }, (client, info) => {
     const log = opts.logger.child({ conn: `${info.ip}:${info.port}` });
+    opts.stats?.connection();
     log.info({ event: 'connect', client: info.header.versions.software }, 'connection');
     let routing: Routing | undefined;
     let user = '';
 
     client.on('authentication', (ctx) => {
-      const result = authenticate(ctx, opts, log);
-      if (!result) return ctx.reject(['publickey']);
+      let result: Routing | undefined;
+      try {
+        result = authenticate(ctx, opts, log);
+      } catch (err) {
+        // The store could not be written (a full data dir: SQLITE_FULL): this login fails, the server goes on.
+        log.error({ event: 'auth-error', err: String(err) }, 'authentication failed with an error');
+        return ctx.reject(['publickey']);
+      }
+      if (!result) {
+        // "none" is how every client asks which methods exist; OpenSSH does not count it either.
+        if (ctx.method !== 'none') opts.stats?.authFailure();
+        const more = ctx.method === 'none' || gate.authFailed(info.ip, info.port);
+        ctx.reject(['publickey']);
+        if (!more) client.end();
+        return;
+      }
       // Before accept(): ssh2 emits 'ready' from inside it.
       routing = result;
       user = ctx.username;
       ctx.accept();
     });
     client.on('ready', () => {
+      gate.authenticated(info.ip, info.port);
       if (!routing) return client.end();
-      onReady(client, routing, opts, log.child({ user }));
+      const vm = 'route' in routing && routing.route.kind === 'vm' ? routing.route.vm : undefined;
+      const channels = new ConnectionChannels(opts.limits, userSessions, limitLog, sourceKey(info.ip), info.port, vm);
+      client.once('close', () => channels.closeAll());
+      onReady(client, routing, channels, opts, log.child({ user }));
     });
     client.on('error', (err) => log.info({ event: 'conn-error', err: err.message }, 'connection error'));
     client.on('close', () => log.info({ event: 'disconnect' }, 'connection closed'));
   });
-  return server;
+  const listener = createNetServer({ pauseOnConnect: false }, (socket) => {
+    if (gate.admit(socket)) server.injectSocket(socket);
+  });
+  return listener;
 }
 
 /** Decide one authentication attempt: how to route the connection if it is accepted, undefined to reject. */
@@ -99,7 +141,8 @@ function authenticate(ctx: AuthContext, opts: Pick<SshFrontDoorOptions, 'authent
   const permissions: (GrantPermission | undefined)[] = mode === 'watch' || mode === 'logs' ? [mode] : mode === 'status' ? ['logs', 'watch'] : [undefined];
   let decision = { allowed: false, reason: '' };
   for (const permission of permissions) {
-    decision = opts.authenticator.check(parsed.route.vm, ctx.key.algo, ctx.key.data, { probe: !signed, permission });
+    // +token is refused after login (not offered yet): checked like a probe, so it never claims the name.
+    decision = opts.authenticator.check(parsed.route.vm, ctx.key.algo, ctx.key.data, { probe: !signed || mode === 'token', permission });
     if (decision.allowed) break;
   }
   if (!decision.allowed) {
@@ -107,7 +150,7 @@ function authenticate(ctx: AuthContext, opts: Pick<SshFrontDoorOptions, 'authent
     return undefined;
   }
   if (signed) log.info({ event: 'auth', result: 'accepted', vm: parsed.route.vm, fingerprint, reason: decision.reason }, 'auth accepted');
-  return { route: parsed.route };
+  return { route: parsed.route, fingerprint };
 }
 
 function verifySignature(ctx: AuthContext): boolean {
@@ -117,22 +160,33 @@ function verifySignature(ctx: AuthContext): boolean {
   return key.verify(ctx.blob, ctx.signature, ctx.hashAlgo) === true;
 }
 
-function onReady(client: Connection, routing: Routing, opts: SshFrontDoorOptions, log: Logger): void {
+function onReady(client: Connection, routing: Routing, channels: ConnectionChannels, opts: SshFrontDoorOptions, log: Logger): void {
   const admin = 'route' in routing && routing.route.kind === 'admin' ? opts.admin : undefined;
   const route = 'route' in routing && routing.route.kind === 'vm' ? routing.route : undefined;
   const refusal =
     'refusal' in routing
       ? routing.refusal
-      : route && route.mode === 'token'
-        ? `"+${route.mode}" is not available on this server yet`
+      : route && route.mode === 'token' && !opts.tokens
+        ? 'the HTTP API is not enabled on this server (sshvisor serve --http), so it has no tokens to give'
         : undefined;
 
-  client.on('session', (accept) => {
+  client.on('session', (accept, reject) => {
+    const allowed = channels.openSession();
+    if (!allowed.ok) {
+      if (!allowed.explain) return reject();
+      const over = accept();
+      over.once('close', () => channels.explained());
+      return refuseSession(over, allowed.reason);
+    }
     const session = accept();
+    session.once('close', allowed.release);
     if (admin && !refusal) return serveAdminSession(session, admin, log.child({ admin: true, fingerprint: 'route' in routing ? routing.fingerprint : undefined }));
     if (refusal || !route) return refuseSession(session, refusal ?? 'no VM for this login');
     const vlog = log.child({ vm: route.vm });
     if (route.mode === 'status') return serveStatusSession(session, route.vm, opts.status, vlog);
+    if (route.mode === 'token' && opts.tokens) {
+      return serveTokenSession(session, route.vm, 'fingerprint' in routing ? (routing.fingerprint ?? '') : '', opts.tokens, vlog);
+    }
     if (route.mode === 'console' || route.mode === 'watch' || route.mode === 'logs') {
       return serveConsoleSession(session, route.vm, route.mode, opts.console, vlog);
     }
@@ -145,11 +199,23 @@ function onReady(client: Connection, routing: Routing, opts: SshFrontDoorOptions
   });
   client.on('tcpip', (accept, reject, info) => {
     if (refusal || !route || route.mode !== 'shell' || opts.consoleOnly) return reject();
-    relayDirectTcpip(accept, reject, info, route.vm, opts.acquire, log.child({ vm: route.vm }));
+    const release = channels.openChannel();
+    if (!release) return reject();
+    const counted = (): ssh2.ServerChannel => {
+      const ch = accept();
+      ch.once('close', release);
+      return ch;
+    };
+    const refused = (): void => {
+      release();
+      reject();
+    };
+    relayDirectTcpip(counted, refused, info, route.vm, opts.acquire, log.child({ vm: route.vm }));
   });
+  let refusedRequests = 0;
   client.on('request', (_accept, reject, name) => {
-    // -R would need a listener on the host side for each user; not offered.
-    log.info({ event: 'global-request-refused', request: name }, 'refused global request');
+    // -R would need a listener on the host side for each user; not offered. Logged once per connection: a client may loop.
+    if (refusedRequests++ === 0) log.info({ event: 'global-request-refused', request: name }, 'refused global request');
     reject?.();
   });
 }

@@ -1,11 +1,10 @@
-import { once } from 'node:events';
 import type { ClientChannel, ServerChannel, PseudoTtyInfo, Session } from 'ssh2';
 import type { Logger } from '../util/log.js';
 import { errorMessage } from '../util/errors.js';
 import type { AcquireOptions, Lease } from '../manager/vm-manager.js';
 import type { GuestClient } from '../manager/guest-connection.js';
 import { BootProgress } from './boot-progress.js';
-import { commandWithEnv, isAcceptableEnv } from './guest-env.js';
+import { commandProblem, commandWithEnv, isAcceptableEnv } from './guest-env.js';
 
 /** What the relay needs from the VM manager: a lease on a named VM (see VmManager.acquire). */
 export type AcquireVm = (name: string, options?: AcquireOptions) => Promise<Lease>;
@@ -51,6 +50,8 @@ export function relaySession(session: Session, vmName: string, acquire: AcquireV
 
   const begin = (stream: ServerChannel, start: Start): void => {
     started = true;
+    const tooLong = commandProblem(start.kind === 'exec' ? start.command : undefined, env, start.kind);
+    if (tooLong) return fail(stream, tooLong);
     void run(stream, start).catch((err) => {
       log.error({ err: errorMessage(err) }, 'session relay failed');
       fail(stream, errorMessage(err));
@@ -64,7 +65,7 @@ export function relaySession(session: Session, vmName: string, acquire: AcquireV
   });
 
   async function run(stream: ServerChannel, start: Start): Promise<void> {
-    const opened = Date.now();
+    const openedAt = Date.now();
     const progress = pty ? new BootProgress(stream, vmName) : undefined;
     let lease: Lease;
     try {
@@ -78,64 +79,72 @@ export function relaySession(session: Session, vmName: string, acquire: AcquireV
     if (stream.destroyed) return lease.release();
     stream.once('close', () => lease.release());
 
-    let channel: GuestChannel;
+    let opened: GuestSession;
     try {
-      channel = await openGuestChannel(lease, start, pty, env);
+      opened = await openGuestChannel(lease, start, pty, env);
     } catch (err) {
       return fail(stream, `cannot open a session in VM ${vmName}: ${errorMessage(err)}`);
     }
+    const { channel, drained } = opened;
     guest = channel;
     log.info({ event: 'session-start', kind: start.kind, pty: !!pty }, 'session started');
 
     stream.pipe(channel);
     channel.pipe(stream, { end: false });
     channel.stderr.pipe(stream.stderr, { end: false });
-    // 'close' can come while output still sits in the pipes; the exit status must follow the last byte.
-    const drained = Promise.all([once(channel, 'end'), once(channel.stderr, 'end')]);
-
-    let exit = exitsSeen.get(channel);
-    channel.on('exit', () => (exit = exitsSeen.get(channel)));
-    channel.once('close', async () => {
+    void opened.closed.then(async () => {
+      // 'close' can come while output still sits in the pipes; the exit status must follow the last byte.
       await Promise.race([drained, new Promise((r) => setTimeout(r, 5000))]);
+      const exit = opened.exit;
       if (exit && 'code' in exit) stream.exit(exit.code);
       else if (exit) stream.exit(exit.signal, exit.core, exit.message);
       stream.end();
-      log.info({ event: 'session-end', kind: start.kind, exit, ms: Date.now() - opened }, 'session ended');
+      log.info({ event: 'session-end', kind: start.kind, exit, ms: Date.now() - openedAt }, 'session ended');
     });
     stream.once('close', () => channel.close());
   }
 }
 
-type ExitStatus = { code: number } | { signal: string; core: boolean; message: string };
-/**
- * Each guest channel's exit status, recorded from the moment the channel is
- * open: a quick command's status can arrive in the same read as the exec's
- * success, so ssh2 emits 'exit' before an `await` for the channel returns.
- */
-const exitsSeen = new WeakMap<GuestChannel, ExitStatus>();
+type GuestExit = { code: number } | { signal: string; core: boolean; message: string };
 
-/** A session channel in the guest, on a guest connection lent to this session alone; given back when the channel closes. */
-async function openGuestChannel(lease: Lease, start: Start, pty: PseudoTtyInfo | undefined, env: Record<string, string>): Promise<GuestChannel> {
+/** A guest channel with what it reported from its first packet on. */
+interface GuestSession {
+  channel: GuestChannel;
+  exit?: GuestExit;
+  closed: Promise<unknown>;
+  drained: Promise<unknown>;
+}
+
+/** A session channel in the guest, on a guest connection lent to this session alone (guest-session-pool.ts); given back when the channel closes. */
+async function openGuestChannel(lease: Lease, start: Start, pty: PseudoTtyInfo | undefined, env: Record<string, string>): Promise<GuestSession> {
   if (!lease.guestSession) throw new Error('the VM has no SSH daemon');
   const lent = await lease.guestSession();
   try {
-    const channel = await openChannel(lent.client, start, pty, env);
-    channel.once('close', () => lent.release());
-    return channel;
+    const session = await openChannel(lent.client, start, pty, env);
+    void session.closed.then(() => lent.release());
+    return session;
   } catch (err) {
     lent.release(true);
     throw err;
   }
 }
 
-function openChannel(guest: GuestClient, start: Start, pty: PseudoTtyInfo | undefined, env: Record<string, string>): Promise<GuestChannel> {
+function openChannel(guest: GuestClient, start: Start, pty: PseudoTtyInfo | undefined, env: Record<string, string>): Promise<GuestSession> {
   return new Promise((resolve, reject) => {
-    const done = (err: Error | undefined, ch: GuestChannel): void => {
+    const done = (err: Error | undefined, channel: GuestChannel): void => {
       if (err) return reject(err);
-      ch.on('exit', (code: number | null, signal?: string, core?: boolean, message?: string) =>
-        exitsSeen.set(ch, code !== null && code !== undefined ? { code } : { signal: signal ?? 'KILL', core: !!core, message: message ?? '' }),
-      );
-      resolve(ch);
+      // Listen now, not after an await: a quick command's exit status and close can arrive in the same
+      // read as the reply to exec, and ssh2 emits them before a promise continuation runs.
+      const session: GuestSession = {
+        channel,
+        // Plain promises, not events.once: that one rejects on 'error', and nothing may reject unheard here.
+        closed: new Promise((r) => channel.once('close', r)),
+        drained: Promise.all([new Promise((r) => channel.once('end', r)), new Promise((r) => channel.stderr.once('end', r))]),
+      };
+      channel.on('exit', (code: number | null, signal?: string, core?: boolean, message?: string) => {
+        session.exit = code !== null && code !== undefined ? { code } : { signal: signal ?? 'KILL', core: !!core, message: message ?? '' };
+      });
+      resolve(session);
     };
     const ptyOpts = pty ? { rows: pty.rows, cols: pty.cols, height: pty.height, width: pty.width, term: pty.term, modes: pty.modes } : undefined;
     const withEnv = commandWithEnv(start.kind === 'exec' ? start.command : undefined, env);

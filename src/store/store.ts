@@ -45,10 +45,28 @@ const MIGRATIONS: readonly string[] = [
    ALTER TABLE vms ADD COLUMN last_resume_at INTEGER;
    ALTER TABLE vms ADD COLUMN suspends INTEGER NOT NULL DEFAULT 0;
    ALTER TABLE vms ADD COLUMN resumes INTEGER NOT NULL DEFAULT 0;`,
+  // HTTP API tokens for one VM: only a hash of each is kept.
+  `CREATE TABLE vm_api_tokens (
+     token_hash TEXT PRIMARY KEY,
+     vm TEXT NOT NULL,
+     access TEXT NOT NULL CHECK (access IN ('read', 'owner')),
+     key_fingerprint TEXT NOT NULL,
+     created_at INTEGER NOT NULL
+   );`,
 ];
 
 export type ClaimResult = 'claimed' | 'owner' | 'denied';
 export type GrantPermission = 'watch' | 'logs';
+/** What an HTTP API token for one VM may do: read it, or also control it (type, stop, suspend, resume). */
+export type TokenAccess = 'read' | 'owner';
+
+export interface ApiToken {
+  vm: string;
+  access: TokenAccess;
+  /** The owner key that asked for it. */
+  fingerprint: string;
+  createdAt: number;
+}
 
 /** Times are milliseconds since the epoch. */
 export interface OwnerKey {
@@ -255,12 +273,31 @@ export class Store {
     })();
   }
 
+  /** Keep an API token for `vm`, by its hash (the token itself is never stored). */
+  addApiToken(vm: string, tokenHash: string, access: TokenAccess, fingerprint: string): void {
+    this.db
+      .prepare('INSERT INTO vm_api_tokens (token_hash, vm, access, key_fingerprint, created_at) VALUES (?, ?, ?, ?, ?)')
+      .run(tokenHash, vm, access, fingerprint, this.now());
+  }
+
+  findApiToken(tokenHash: string): ApiToken | undefined {
+    const row = this.db.prepare('SELECT * FROM vm_api_tokens WHERE token_hash = ?').get(tokenHash) as
+      | { vm: string; access: TokenAccess; key_fingerprint: string; created_at: number }
+      | undefined;
+    return row && { vm: row.vm, access: row.access, fingerprint: row.key_fingerprint, createdAt: row.created_at };
+  }
+
+  /** Revoke every API token of `vm`; returns how many there were. */
+  revokeApiTokens(vm: string): number {
+    return this.db.prepare('DELETE FROM vm_api_tokens WHERE vm = ?').run(vm).changes;
+  }
+
   /** Forget a name entirely: its owners, grants and record (`sshvisor rm`). Returns whether anything was there. */
   forgetVm(vm: string): boolean {
     return this.db
       .transaction(() => {
         let n = 0;
-        for (const table of ['vm_owners', 'vm_grants']) n += this.db.prepare(`DELETE FROM ${table} WHERE vm = ?`).run(vm).changes;
+        for (const table of ['vm_owners', 'vm_grants', 'vm_api_tokens']) n += this.db.prepare(`DELETE FROM ${table} WHERE vm = ?`).run(vm).changes;
         n += this.db.prepare('DELETE FROM vms WHERE name = ?').run(vm).changes;
         return n > 0;
       })

@@ -7,6 +7,7 @@ export const TOOL_PACKAGES = {
   'qemu-system-x86_64': 'qemu-system-x86',
   'qemu-img': 'qemu-utils',
   'mkfs.ext4': 'e2fsprogs',
+  fallocate: 'util-linux',
   busybox: 'busybox-static',
   dropbear: 'dropbear-bin',
   cpio: 'cpio',

@@ -1,4 +1,6 @@
-import { existsSync, renameSync, rmSync, openSync, ftruncateSync, closeSync } from 'node:fs';
+import { existsSync, renameSync, rmSync, openSync, ftruncateSync, closeSync, fsyncSync } from 'node:fs';
+import { dirname } from 'node:path';
+import { fsyncDir } from '../util/atomic-write.js';
 import { run } from '../util/exec.js';
 import { requireTool } from '../util/tools.js';
 
@@ -20,10 +22,21 @@ export async function ensureDisk(path: string, sizeMiB: number): Promise<boolean
   }
   try {
     await run(mkfs, ['-q', '-F', '-L', 'sshvisor-data', '-m', '0', tmp]);
+    fsyncFile(tmp);
     renameSync(tmp, path);
+    fsyncDir(dirname(path));
   } catch (err) {
     rmSync(tmp, { force: true });
     throw err;
   }
   return true;
+}
+
+function fsyncFile(path: string): void {
+  const fd = openSync(path, 'r+');
+  try {
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
 }

@@ -89,6 +89,7 @@ describe('ssh access: claim mode, names, isolation and --max-vms 2', () => {
       ['alice+nope', /unknown suffix "\+nope"/],
       ['al.ice', /name "al\.ice" contains "\."/],
       ['admin+x', /"admin" is reserved and takes no "\+" suffix/],
+      ['tokenless+token', /the HTTP API is not enabled on this server \(sshvisor serve --http\)/],
     ];
     for (const [name, why] of cases) {
       const r = await server.ssh(name, keyA, ['echo', 'should-not-run']);

@@ -23,15 +23,31 @@ export class SshvisorServer {
   readonly dir = mkdtempSync(join(tmpdir(), 'sshvisor-e2e-'));
   readonly dataDir = join(this.dir, 'data');
   port = 0;
+  /** The --http port, with `{ http: true }`. */
+  httpPort = 0;
   log = '';
   private child?: ChildProcess;
 
-  constructor(private readonly extraArgs: string[] = []) {}
+  constructor(
+    private readonly extraArgs: string[] = [],
+    private readonly options: { http?: boolean } = {},
+  ) {}
+
+  /** http://127.0.0.1:PORT of the HTTP front door. */
+  get httpUrl(): string {
+    return `http://127.0.0.1:${this.httpPort}`;
+  }
+
+  /** The admin token the server made in its data dir. */
+  adminToken(): string {
+    return readFileSync(join(this.dataDir, 'http-admin-token'), 'utf8').trim();
+  }
 
   async start(): Promise<this> {
     const image = await testImage();
-    // A restart (after kill9) keeps the port: clients and known_hosts stay valid.
+    // A restart (after kill9) keeps the ports: clients and known_hosts stay valid.
     this.port ||= await freeLoopbackPort();
+    if (this.options.http) this.httpPort ||= await freeLoopbackPort();
     this.log = '';
     mkdirSync(this.dataDir, { recursive: true });
     this.child = spawn(
@@ -40,6 +56,7 @@ export class SshvisorServer {
         MAIN, 'serve', '--data-dir', this.dataDir, '--image-dir', resolve(image.kernel, '..'), '--port', String(this.port), '--accel', 'tcg',
         // Whether a new VM boots or is cloned would depend on when the background template is ready: tests that want clones say so.
         ...(this.extraArgs.includes('--templates') ? [] : ['--no-templates']),
+        ...(this.options.http ? ['--http', `127.0.0.1:${this.httpPort}`] : []),
         ...this.extraArgs,
       ],
       { stdio: ['ignore', 'ignore', 'pipe'] },
@@ -54,6 +71,11 @@ export class SshvisorServer {
       child.once('exit', (code) => reject(new Error(`sshvisor serve exited (${code}) before listening:\n${this.log}`)));
     });
     return this;
+  }
+
+  /** The server process has not exited (e.g. crashed). */
+  get running(): boolean {
+    return !!this.child && this.child.exitCode === null && this.child.signalCode === null;
   }
 
   /** A new ed25519 key pair for a test user; returns the private key path. */

@@ -47,7 +47,7 @@ function report(name: string, state: VmStatusReport['state'] = 'running'): VmSta
   return {
     name, state, image: 'Linux x', vcpus: 1, memoryMiB: 256, pid: null, startedAt: null, uptimeSeconds: null, resumedThisRun: state === 'running',
     cpuSeconds: null, sessions: 0, consoleViewers: 0, suspendedSince: null, owners: [], boots: 1, lastBootAt: null, suspends: 0,
-    lastSuspendAt: null, resumes: 0, lastResumeAt: null, lastExit: null, console: ['hello'],
+    lastSuspendAt: null, resumes: 0, lastResumeAt: null, lastExit: null, console: ['hello'], hung: null, restart: null,
   };
 }
 

@@ -58,10 +58,36 @@ describe('loadConfig', () => {
       consoleReplay: 100,
       consoleLogSize: 4 * 1024 * 1024,
       consoleTcpPublic: false,
+      httpPublic: false,
       consoleOnly: false,
       templates: true,
+      hungTimeout: 30,
+      restart: 'never',
+      restartMax: 5,
+      restartWindow: 600,
+      loginGraceTime: 60,
+      maxStartups: '256:30:1024',
+      maxAuthTries: 6,
+      maxAuthFailures: 30,
+      authFailureWindow: 60,
+      maxSessions: 10,
+      maxChannels: 32,
+      maxUserSessions: 256,
     });
     assert.ok(Object.isFrozen(c));
+  });
+
+  test('connection limits: flags, env, and MaxStartups syntax', () => {
+    const c = loadConfig({ flags: { maxStartups: '10:30:100', maxAuthTries: '3' }, env: { SSHVISOR_LOGIN_GRACE_TIME: '0', SSHVISOR_MAX_SESSIONS: '2' }, cwd: '/' });
+    assert.equal(c.maxStartups, '10:30:100');
+    assert.equal(c.maxAuthTries, 3);
+    assert.equal(c.loginGraceTime, 0);
+    assert.equal(c.maxSessions, 2);
+    assert.equal(loadConfig({ flags: { maxStartups: '5' }, env: {}, cwd: '/' }).maxStartups, '5');
+    rejects(() => loadConfig({ flags: { maxStartups: '10:30' }, env: {} }), 'invalid --max-startups "10:30": must be N or START:RATE:FULL, e.g. 10:30:100');
+    rejects(() => loadConfig({ flags: { maxStartups: '10:30:5' }, env: {} }), 'invalid --max-startups "10:30:5": needs 1 <= START <= FULL');
+    rejects(() => loadConfig({ flags: { maxStartups: '1:101:2' }, env: {} }), 'invalid --max-startups "1:101:2": RATE is a percentage, 0 to 100');
+    rejects(() => loadConfig({ flags: {}, env: { SSHVISOR_MAX_AUTH_TRIES: '0' } }), 'invalid SSHVISOR_MAX_AUTH_TRIES "0": must be an integer from 1 to 1000');
   });
 
   test('sizes: 1MiB, 512KiB, plain bytes; a bad one names the field', () => {
@@ -169,7 +195,7 @@ describe('loadConfig', () => {
 
   test('config file errors', () => {
     const typo = configFile({ prot: 22 });
-    rejects(() => loadConfig({ flags: { config: typo }, env: {} }), `config file ${typo}: unknown key "prot" (known keys: listen, port, dataDir, memory, cpus, maxVms, accel, allowInternet, auth, keysDir, idleTimeout, snapshotRetention, diskSize, imageDir, bootTimeout, logLevel, consoleBuffer, consoleReplay, consoleLogSize, consoleTcp, consoleTcpPublic, kernel, initrd, append, consoleOnly, templates, adminKeys)`);
+    rejects(() => loadConfig({ flags: { config: typo }, env: {} }), `config file ${typo}: unknown key "prot" (known keys: listen, port, dataDir, memory, cpus, maxVms, accel, allowInternet, auth, keysDir, idleTimeout, snapshotRetention, diskSize, imageDir, bootTimeout, logLevel, consoleBuffer, consoleReplay, consoleLogSize, consoleTcp, consoleTcpPublic, http, httpPublic, kernel, initrd, append, consoleOnly, templates, adminKeys, hungTimeout, restart, restartMax, restartWindow, loginGraceTime, maxStartups, maxAuthTries, maxAuthFailures, authFailureWindow, maxSessions, maxChannels, maxUserSessions)`);
     const bigPort = configFile({ port: 70000 });
     rejects(() => loadConfig({ flags: { config: bigPort }, env: {} }), `config file ${bigPort}: invalid "port" 70000: must be an integer from 1 to 65535`);
     const stringPort = configFile({ port: '22' });

@@ -111,4 +111,27 @@ describe('guest session pool', () => {
     release();
     await assert.rejects(waiting, /shutting down/);
   });
+
+  it('pause ends the spares and keeps none; takers are still served; unpause brings them back', async () => {
+    const { p } = pool({ spares: 2 });
+    p.warm();
+    await tick();
+    await tick();
+    const spares = [await p.take(), await p.take()];
+    spares.forEach((s) => s.release());
+    assert.equal(p.stats.idle, 2);
+    p.pause();
+    assert.equal(p.stats.idle, 0);
+    assert.ok(spares.every((s) => (s.client as unknown as FakeClient).ended));
+    const during = await p.take();
+    during.release();
+    await tick();
+    await tick();
+    assert.deepEqual(p.stats, { idle: 0, lent: 0, dialing: 0, waiting: 0 }, 'nothing kept while paused');
+    p.unpause();
+    await tick();
+    await tick();
+    assert.equal(p.stats.idle, 2);
+    p.close();
+  });
 });

@@ -58,9 +58,9 @@ describe('Store', () => {
     const db = new Database(join(dir, 'state.db'), { readonly: true });
     try {
       assert.equal(db.pragma('journal_mode', { simple: true }), 'wal');
-      assert.equal(db.prepare('SELECT version FROM schema_version').pluck().get(), 2);
+      assert.equal(db.prepare('SELECT version FROM schema_version').pluck().get(), 3);
       const tables = db.prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name").pluck().all();
-      assert.deepEqual(tables, ['schema_version', 'vm_grants', 'vm_owners', 'vms']);
+      assert.deepEqual(tables, ['schema_version', 'vm_api_tokens', 'vm_grants', 'vm_owners', 'vms']);
     } finally {
       db.close();
     }
@@ -83,7 +83,7 @@ describe('Store', () => {
     const db = new Database(join(dir, 'state.db'));
     db.prepare('UPDATE schema_version SET version = 99').run();
     db.close();
-    assert.throws(() => Store.open(dir), /schema version 99, newer than this sshvisor knows \(2\)/);
+    assert.throws(() => Store.open(dir), /schema version 99, newer than this sshvisor knows \(3\)/);
   });
 
   test('claim: first key owns the name, others are denied', () => {
@@ -238,7 +238,7 @@ describe('Store', () => {
     Store.open(dir).close();
     const db = new Database(join(dir, 'state.db'));
     db.exec(`CREATE TABLE vms_old AS SELECT name, created_at, last_boot_at, last_exit_reason, last_exit_detail, last_exit_at, boots FROM vms;
-             DROP TABLE vms; ALTER TABLE vms_old RENAME TO vms;
+             DROP TABLE vms; ALTER TABLE vms_old RENAME TO vms; DROP TABLE vm_api_tokens;
              INSERT INTO vms (name, created_at, boots) VALUES ('old', 5, 3);
              UPDATE schema_version SET version = 1;`);
     db.close();

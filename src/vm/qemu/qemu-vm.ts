@@ -15,6 +15,7 @@ import { fsyncPath, loadState, saveState } from './migration.js';
 import { jailFor, removeJail } from './qemu-jail.js';
 import type { VmUser } from './vm-user.js';
 import { connectUnix } from '../../util/unix-socket.js';
+import { fsyncDir } from '../../util/atomic-write.js';
 
 const PANIC_TEXT = 'Kernel panic - not syncing';
 const START_TIMEOUT_MS = 15_000;
@@ -185,6 +186,7 @@ export class QemuVm extends EventEmitter<VmEvents> implements Vm {
       // The state must be on disk before the process that could rewrite it is gone.
       fsyncPath(tmp);
       renameSync(tmp, stateFile);
+      fsyncDir(this.spec.dir);
       options.beforeQuit?.();
     } catch (err) {
       rmSync(tmp, { force: true });
