@@ -329,7 +329,11 @@ export class VmManager extends EventEmitter<ManagerEvents> {
       register: (e) => this.entries.set(e.name, e),
       exited: (e, vm, info) => this.onExit(e, vm, info),
       created: (vm, since) => this.emit('vm-created', vm, { reattached: { lostSince: since } }),
-      gone: (name, detail) => this.emit('vm-gone', name, detail),
+      gone: (name, detail) => {
+        this.emit('vm-gone', name, detail);
+        // A crash while no server watched is a crash: --restart on-failure brings it back.
+        this.restarts.exited(name, { reason: 'crashed', detail, code: null, signal: null, at: new Date() });
+      },
       adopted: (e) => {
         // As if its last session had just ended: the idle timer starts fresh.
         e.sessions = 1;

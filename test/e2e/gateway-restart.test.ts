@@ -144,6 +144,35 @@ describe('gateway restart', () => {
   });
 });
 
+describe('gateway restart with --restart on-failure', () => {
+  let server: SshvisorServer;
+  let key: string;
+  const pids: number[] = [];
+
+  before(async () => {
+    server = await new SshvisorServer(['--idle-timeout', '0', '--restart', 'on-failure']).start();
+    key = server.makeKey('alice');
+  });
+  after(async () => {
+    await server.stop();
+    for (const pid of pids) assert.equal(isAlive(pid), false, `QEMU ${pid} is gone after the test`);
+  });
+
+  it('a VM whose QEMU died while no gateway ran is restarted by the policy, without a login', async () => {
+    assert.equal((await server.ssh('alice', key, ['true'])).code, 0);
+    const qemuPid = server.qemuPid('alice')!;
+    pids.push(qemuPid);
+    await server.kill9();
+    process.kill(qemuPid, 'SIGKILL');
+    await waitUntil('QEMU is dead', () => !isAlive(qemuPid));
+    await server.start();
+    await server.waitForEvent('vm-gone');
+    await server.waitForEvent('vm-boot', 1, 60_000);
+    await waitUntil('the restarted VM runs', () => server.qemuPid('alice') !== undefined, 60_000);
+    pids.push(server.qemuPid('alice')!);
+  });
+});
+
 describe('gateway restart with templates', () => {
   let server: SshvisorServer;
   let key: string;
