@@ -36,6 +36,8 @@ export type ReattachOutcome =
   | { name: string; kind: 'adopted'; pid: number | undefined }
   /** The store or the VM's files said it was running, but its QEMU was gone. */
   | { name: string; kind: 'gone'; detail: string }
+  /** Only files left by a QEMU that ended after a complete suspend: removed, nothing to report. */
+  | { name: string; kind: 'stale' }
   /** Found, but could not (or must not) be continued; it was ended. */
   | { name: string; kind: 'ended'; detail: string };
 
@@ -81,19 +83,22 @@ export async function reattachAll(opts: VmManagerOptions, hooks: ReattachHooks, 
   if (existsSync(vmsDir)) {
     for (const n of readdirSync(vmsDir)) if (isValidVmName(n) && hasRuntimeFiles(join(vmsDir, n))) names.add(n);
   }
+  const running = new Set<string>();
   for (const r of opts.store.listVms()) {
-    if (Math.max(r.lastBootAt ?? 0, r.lastResumeAt ?? 0) > (r.lastExitAt ?? 0)) names.add(r.name);
+    if (Math.max(r.lastBootAt ?? 0, r.lastResumeAt ?? 0) > (r.lastExitAt ?? 0)) running.add(r.name);
   }
   const out: ReattachOutcome[] = [];
   // One at a time: each is a few QMP round trips, and the logs read in order.
-  for (const name of [...names].sort()) out.push(await reattachOne(opts, hooks, name, lostSince));
+  for (const name of [...new Set([...names, ...running])].sort()) out.push(await reattachOne(opts, hooks, name, running.has(name), lostSince));
   return out;
 }
 
-async function reattachOne(opts: VmManagerOptions, hooks: ReattachHooks, name: string, lostSince?: Date): Promise<ReattachOutcome> {
+async function reattachOne(opts: VmManagerOptions, hooks: ReattachHooks, name: string, storeSaysRunning: boolean, lostSince?: Date): Promise<ReattachOutcome> {
   const { logger } = opts;
   const dir = join(opts.dataDir, 'vms', name);
   const vm = await opts.driver.attach(dir).catch(() => undefined);
+  // A QEMU that quit after a complete suspend, just before the gateway could tidy up, is no crash.
+  if (!vm && !storeSaysRunning && snapshotTakenAt(dir) !== undefined) return { name, kind: 'stale' };
   if (!vm) {
     opts.store.recordExit(name, 'crashed', GONE_DETAIL);
     logger.warn({ vm: name, event: 'vm-gone', detail: GONE_DETAIL }, 'VM found gone at restart; its next login resumes or boots it');

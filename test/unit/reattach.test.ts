@@ -121,12 +121,15 @@ describe('reattachAll', () => {
   test('adopts what the driver finds, resumes a guest left paused without a snapshot, ends one whose snapshot is complete, records the gone', async () => {
     const dataDir = join(root, 'data');
     const vms = { running: new FoundVm('run', 'running'), paused: new FoundVm('paused', 'paused'), saved: new FoundVm('saved', 'paused') };
-    for (const n of ['run', 'paused', 'saved', 'gone']) {
+    for (const n of ['run', 'paused', 'saved', 'gone', 'tidy']) {
       mkdirSync(join(dataDir, 'vms', n), { recursive: true });
       writeFileSync(join(dataDir, 'vms', n, 'qemu.pid'), '1\n');
     }
     writeFileSync(join(dataDir, 'vms', 'paused', 'snapshot.state.partial'), 'x');
-    writeFileSync(join(dataDir, 'vms', 'saved', 'snapshot.json'), JSON.stringify({ format: 1, takenAt: 5, hypervisor: 'q', image: 'i', memoryMiB: 1, cpus: 1, stateBytes: 0, stateSha256: '' }));
+    const meta = JSON.stringify({ format: 1, takenAt: 5, hypervisor: 'q', image: 'i', memoryMiB: 1, cpus: 1, stateBytes: 0, stateSha256: '' });
+    writeFileSync(join(dataDir, 'vms', 'saved', 'snapshot.json'), meta);
+    // Suspended completely; only the QEMU's files were left behind.
+    writeFileSync(join(dataDir, 'vms', 'tidy', 'snapshot.json'), meta);
     const exits: string[] = [];
     const opts = {
       dataDir,
@@ -150,7 +153,7 @@ describe('reattachAll', () => {
     const out = await reattachAll(opts, hooks);
     assert.deepEqual(
       out.map((o) => `${o.name}:${o.kind}`),
-      ['ghost:gone', 'gone:gone', 'paused:adopted', 'run:adopted', 'saved:ended'],
+      ['ghost:gone', 'gone:gone', 'paused:adopted', 'run:adopted', 'saved:ended', 'tidy:stale'],
     );
     assert.deepEqual(adopted, ['paused@1000', 'run@1000']);
     assert.equal(vms.paused.resumed, true);
