@@ -126,7 +126,7 @@ describe('fuzz: usernames, suffixes, and channel requests through a real SSH cli
         : parsed.route.kind === 'admin'
           ? 'sshvisor: the admin account is not enabled on this server\r\n'
           : parsed.route.mode === 'token'
-            ? 'sshvisor: "+token" is not available on this server yet\r\n'
+            ? 'sshvisor: the HTTP API is not enabled on this server (sshvisor serve --http), so it has no tokens to give\r\n'
             : 'auth-denied';
       let got: string;
       try {
