@@ -101,9 +101,18 @@ export function relaySession(session: Session, vmName: string, acquire: AcquireV
       stream.end();
       log.info({ event: 'session-end', kind: start.kind, exit, ms: Date.now() - openedAt }, 'session ended');
     });
-    stream.once('close', () => channel.close());
+    stream.once('close', () => {
+      channel.close();
+      // dropbear keeps a pty session until its command exits, whatever the client says (a `cat` waits on
+      // the terminal for good): hang the lent connection up, as sshd hangs up a pty whose client went.
+      const hangUp = setTimeout(opened.hangUp, HANG_UP_MS);
+      void opened.closed.then(() => clearTimeout(hangUp));
+    });
   }
 }
+
+/** How long a guest session may outlive its user's channel before its guest connection is ended. */
+const HANG_UP_MS = 3000;
 
 type GuestExit = { code: number } | { signal: string; core: boolean; message: string };
 
@@ -113,6 +122,8 @@ interface GuestSession {
   exit?: GuestExit;
   closed: Promise<unknown>;
   drained: Promise<unknown>;
+  /** End the guest connection under the session: its processes get SIGHUP, the channel closes. */
+  hangUp: () => void;
 }
 
 /** A session channel in the guest, on a guest connection lent to this session alone (guest-session-pool.ts); given back when the channel closes. */
@@ -122,20 +133,21 @@ async function openGuestChannel(lease: Lease, start: Start, pty: PseudoTtyInfo |
   try {
     const session = await openChannel(lent.client, start, pty, env);
     void session.closed.then(() => lent.release());
-    return session;
+    // The same object: its `exit` is filled in as the guest reports it.
+    return Object.assign(session, { hangUp: () => lent.release(true) });
   } catch (err) {
     lent.release(true);
     throw err;
   }
 }
 
-function openChannel(guest: GuestClient, start: Start, pty: PseudoTtyInfo | undefined, env: Record<string, string>): Promise<GuestSession> {
+function openChannel(guest: GuestClient, start: Start, pty: PseudoTtyInfo | undefined, env: Record<string, string>): Promise<Omit<GuestSession, 'hangUp'>> {
   return new Promise((resolve, reject) => {
     const done = (err: Error | undefined, channel: GuestChannel): void => {
       if (err) return reject(err);
       // Listen now, not after an await: a quick command's exit status and close can arrive in the same
       // read as the reply to exec, and ssh2 emits them before a promise continuation runs.
-      const session: GuestSession = {
+      const session: Omit<GuestSession, 'hangUp'> = {
         channel,
         // Plain promises, not events.once: that one rejects on 'error', and nothing may reject unheard here.
         closed: new Promise((r) => channel.once('close', r)),

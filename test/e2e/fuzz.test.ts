@@ -201,9 +201,19 @@ describe('fuzz: usernames, suffixes, and channel requests through a real SSH cli
     // Exec strings, half with a pty, with window changes after the start: the guest's answer is an exit status or signal.
     const execs = Array.from({ length: EXECS }, () => ({ cmd: gen.exec(), pty: gen.chance(0.5) ? gen.pty() : undefined, windows: Array.from({ length: gen.int(0, 4) }, () => gen.window()) }));
     await pool(execs, GUEST_CONCURRENCY, async ({ cmd, pty, windows }) => {
-      const r = await exec(cmd, pty ? { pty } : {}, (ch) => windows.forEach((w) => ch.setWindow(...w)));
+      let hungUp = false;
+      const r = await exec(cmd, pty ? { pty } : {}, (ch) => {
+        windows.forEach((w) => ch.setWindow(...w));
+        // EOF on a channel is not EOF on a terminal: under a pty, `cat` and friends wait for input for
+        // good (as under sshd). Such a session is closed by the client, as a user would, and must end.
+        const timer = setTimeout(() => {
+          hungUp = true;
+          ch.close();
+        }, 10_000);
+        ch.once('close', () => clearTimeout(timer));
+      });
       cases += 1 + (pty ? 1 : 0) + windows.length;
-      const answered = !(r instanceof Error) && (typeof r.code === 'number' || typeof r.signal === 'string');
+      const answered = !(r instanceof Error) && (typeof r.code === 'number' || typeof r.signal === 'string' || (hungUp && !!pty));
       if (!answered) failures.push(`exec ${JSON.stringify(cmd.slice(0, 60))} pty=${JSON.stringify(pty)?.slice(0, 80)}: ${r instanceof Error ? r.message : JSON.stringify({ ...r, stdout: r.stdout.length })}`);
     });
     console.log(`${EXECS} exec strings in ${Date.now() - started} ms`);
@@ -235,6 +245,15 @@ describe('fuzz: usernames, suffixes, and channel requests through a real SSH cli
     // The VM still works after all of it.
     const last = await exec('echo still-up', {});
     assert.ok(!(last instanceof Error) && last.stdout.toString() === 'still-up\n');
+    // Every session ended in the guest too, hung-up ptys included: the listener, the gateway's main
+    // connection, its two spares and this one remain (polled: the last hang-ups take a few seconds).
+    let dropbears = Infinity;
+    for (let i = 0; i < 30 && dropbears > 5; i++) {
+      const ps = await exec('pidof dropbear | wc -w', {});
+      dropbears = ps instanceof Error ? Infinity : Number(ps.stdout.toString().trim());
+      if (dropbears > 5) await new Promise((r) => setTimeout(r, 1000));
+    }
+    assert.ok(dropbears <= 5, `${dropbears} dropbear processes left in the guest`);
   });
 
   it('totals: at least 10,000 cases, the server never went down, and only the one VM exists', async () => {
