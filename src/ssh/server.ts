@@ -104,7 +104,7 @@ export function createSshServer(opts: SshFrontDoorOptions): NetServer {
 }
 
 /** Decide one authentication attempt: how to route the connection if it is accepted, undefined to reject. */
-function authenticate(ctx: AuthContext, opts: Pick<SshFrontDoorOptions, 'authenticator' | 'admin'>, log: Logger): Routing | undefined {
+function authenticate(ctx: AuthContext, opts: Pick<SshFrontDoorOptions, 'authenticator' | 'admin' | 'tokens'>, log: Logger): Routing | undefined {
   if (ctx.method !== 'publickey') {
     // Password and keyboard-interactive are never accepted; the rejection tells the client what is.
     return undefined;
@@ -141,8 +141,9 @@ function authenticate(ctx: AuthContext, opts: Pick<SshFrontDoorOptions, 'authent
   const permissions: (GrantPermission | undefined)[] = mode === 'watch' || mode === 'logs' ? [mode] : mode === 'status' ? ['logs', 'watch'] : [undefined];
   let decision = { allowed: false, reason: '' };
   for (const permission of permissions) {
-    // +token is refused after login (not offered yet): checked like a probe, so it never claims the name.
-    decision = opts.authenticator.check(parsed.route.vm, ctx.key.algo, ctx.key.data, { probe: !signed || mode === 'token', permission });
+    // Without --http, +token is refused after login: checked like a probe, so it never claims the name.
+    // With it, +token claims like a login: a token for a name nobody owns would read its future owner's VM.
+    decision = opts.authenticator.check(parsed.route.vm, ctx.key.algo, ctx.key.data, { probe: !signed || (mode === 'token' && !opts.tokens), permission });
     if (decision.allowed) break;
   }
   if (!decision.allowed) {
