@@ -108,6 +108,8 @@ interface Pending {
   source: string;
   failures: number;
   timer?: NodeJS.Timeout;
+  /** Already told to close: requests still in flight on it are refused without another log line. */
+  refused?: boolean;
 }
 
 /**
@@ -179,12 +181,15 @@ export class PreauthGate {
     const source = entry?.source ?? sourceKey(ip);
     this.failures.fail(source);
     if (!entry) return true;
+    if (entry.refused) return false;
     entry.failures++;
     if (entry.failures >= this.limits.maxAuthTries) {
+      entry.refused = true;
       this.log.hit('auth-tries', source, { port, attempts: entry.failures }, 'connection closed: too many authentication attempts');
       return false;
     }
     if (this.failures.blocked(source)) {
+      entry.refused = true;
       this.log.hit('auth-rate', source, { port }, 'connection closed: too many failed authentications from this source', source);
       return false;
     }

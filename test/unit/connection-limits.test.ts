@@ -107,6 +107,8 @@ describe('PreauthGate', () => {
     assert.equal(gate.authFailed('3.3.3.3', 9), true);
     assert.equal(gate.authFailed('3.3.3.3', 9), true);
     assert.equal(gate.authFailed('3.3.3.3', 9), false);
+    // A request already in flight when the connection was told to close: refused, not logged again.
+    assert.equal(gate.authFailed('3.3.3.3', 9), false);
     assert.deepEqual(lines.map((l) => [l.limit, l.source, l.attempts]), [['auth-tries', '3.3.3.3', 3]]);
   });
 
