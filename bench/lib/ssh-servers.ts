@@ -236,7 +236,7 @@ export interface BaselineSshdOptions {
   /** Public key line(s) allowed to log in as root. */
   authorizedKeys: string;
   sshd?: string;
-  /** More sshd_config lines; a keyword given here replaces the default one (first match wins in sshd). */
+  /** More sshd_config lines; a keyword given here replaces the default line with that keyword. */
   extraConfig?: string[];
 }
 
@@ -282,8 +282,10 @@ export class BaselineSshd {
     const authorizedKeys = join(this.opts.dir, 'authorized_keys');
     writeFileSync(authorizedKeys, this.opts.authorizedKeys.trim() + '\n', { mode: 0o600 });
     this.port = await freeLoopbackPort();
+    const extra = this.opts.extraConfig ?? [];
+    const overridden = new Set(extra.map((l) => l.split(/\s+/)[0]!.toLowerCase()));
     const config = [
-      ...(this.opts.extraConfig ?? []),
+      ...extra,
       `ListenAddress 127.0.0.1:${this.port}`,
       `HostKey ${hostKey}`,
       'PidFile none',
@@ -307,8 +309,11 @@ export class BaselineSshd {
       // Same sftp-server binary as the guest image ships (openssh-sftp-server).
       `Subsystem sftp ${this.sftpServer}`,
       'LogLevel INFO',
-      '',
-    ].join('\n');
+    ]
+      // sshd takes some keywords from their first line and others from their last: keep one of each.
+      .filter((line, i) => i < extra.length || !overridden.has(line.split(/\s+/)[0]!.toLowerCase()))
+      .concat('')
+      .join('\n');
     writeFileSync(this.configFile, config, { mode: 0o600 });
     if (!existsSync(PRIVSEP_DIR)) {
       mkdirSync(PRIVSEP_DIR, { mode: 0o755 });
