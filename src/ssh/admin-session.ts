@@ -13,6 +13,7 @@ import {
 } from '../ops/admin-commands.js';
 import { quoteForDisplay } from './routing.js';
 import { streamConsole, type ConsoleAccess } from './console-session.js';
+import { serveCommandSession, type CommandTerminal } from './command-session.js';
 
 /** What the `admin` account needs from the server. */
 export interface AdminAccess {
@@ -27,30 +28,14 @@ export interface AdminAccess {
  * suspend, resume, rm, logs, watch); without a command, the list of them.
  */
 export function serveAdminSession(session: Session, access: AdminAccess, log: Logger): void {
-  let pty: { cols: number } | undefined;
-  let started = false;
-  session.on('pty', (accept, _reject, info) => {
-    pty = { cols: info.cols };
-    accept?.();
-  });
-  session.on('env', (accept) => accept?.());
-  session.on('window-change', (accept, _reject, info) => {
-    if (pty) pty.cols = info.cols;
-    accept?.();
-  });
-  session.on('signal', (accept) => accept?.());
-  session.on('x11', (_a, reject) => reject?.());
-  session.on('auth-agent', (_a, reject) => reject?.());
-  session.on('subsystem', (_a, reject) => reject?.());
-  const begin = (stream: ServerChannel, command: string): void => {
-    started = true;
-    void run(stream, command, access, pty, log).catch((err) => {
+  serveCommandSession(
+    session,
+    (stream, command, terminal) => run(stream, command, access, terminal, log),
+    (stream, err) => {
       log.error({ event: 'admin-error', err: errorMessage(err) }, 'admin command failed');
       end(stream, EXIT_FAILED, errorMessage(err));
-    });
-  };
-  session.on('shell', (accept, reject) => (started ? reject?.() : begin(accept(), '')));
-  session.on('exec', (accept, reject, info) => (started ? reject?.() : begin(accept(), info.command)));
+    },
+  );
 }
 
 function end(stream: ServerChannel, code: number, error?: string): void {
@@ -60,7 +45,7 @@ function end(stream: ServerChannel, code: number, error?: string): void {
   stream.end();
 }
 
-async function run(stream: ServerChannel, command: string, access: AdminAccess, pty: { cols: number } | undefined, log: Logger): Promise<void> {
+async function run(stream: ServerChannel, command: string, access: AdminAccess, pty: CommandTerminal, log: Logger): Promise<void> {
   const eol = pty ? '\r\n' : '\n';
   const argv = splitCommandLine(command);
   if (argv.length === 0) {

@@ -1,4 +1,5 @@
 import type { ServerChannel, Session } from 'ssh2';
+import { serveCommandSession } from './command-session.js';
 import type { Logger } from '../util/log.js';
 import { errorMessage } from '../util/errors.js';
 import { formatStatus, statusJson, type VmStatusReport } from '../ops/vm-status.js';
@@ -16,28 +17,11 @@ export interface StatusAccess {
  * `ssh alice+status@host json` prints the same as one line of JSON.
  */
 export function serveStatusSession(session: Session, vmName: string, access: StatusAccess, log: Logger): void {
-  let pty = false;
-  let started = false;
-  session.on('pty', (accept) => {
-    pty = true;
-    accept?.();
-  });
-  session.on('env', (accept) => accept?.());
-  session.on('window-change', (accept) => accept?.());
-  session.on('signal', (accept) => accept?.());
-  session.on('x11', (_a, reject) => reject?.());
-  session.on('auth-agent', (_a, reject) => reject?.());
-  session.on('subsystem', (_a, reject) => reject?.());
-  const begin = (stream: ServerChannel, command: string): void => {
-    started = true;
-    try {
-      respond(stream, vmName, command, access, pty, log);
-    } catch (err) {
-      fail(stream, errorMessage(err));
-    }
-  };
-  session.on('shell', (accept, reject) => (started ? reject?.() : begin(accept(), '')));
-  session.on('exec', (accept, reject, info) => (started ? reject?.() : begin(accept(), info.command)));
+  serveCommandSession(
+    session,
+    (stream, command, terminal) => respond(stream, vmName, command, access, terminal !== undefined, log),
+    (stream, err) => fail(stream, errorMessage(err)),
+  );
 }
 
 function respond(stream: ServerChannel, vmName: string, command: string, access: StatusAccess, pty: boolean, log: Logger): void {

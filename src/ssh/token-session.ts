@@ -1,4 +1,5 @@
 import type { ServerChannel, Session } from 'ssh2';
+import { serveCommandSession } from './command-session.js';
 import type { Logger } from '../util/log.js';
 import { errorMessage } from '../util/errors.js';
 import type { TokenAccess } from '../store/store.js';
@@ -21,28 +22,11 @@ const USAGE = 'takes no command (a read-only token), "rw" (a token that may also
  * of the VM. Only owners of the name get this far (server.ts).
  */
 export function serveTokenSession(session: Session, vmName: string, fingerprint: string, issuer: TokenIssuer, log: Logger): void {
-  let started = false;
-  let eol = '\n';
-  session.on('pty', (accept) => {
-    eol = '\r\n';
-    accept?.();
-  });
-  session.on('env', (accept) => accept?.());
-  session.on('window-change', (accept) => accept?.());
-  session.on('signal', (accept) => accept?.());
-  session.on('x11', (_a, reject) => reject?.());
-  session.on('auth-agent', (_a, reject) => reject?.());
-  session.on('subsystem', (_a, reject) => reject?.());
-  const begin = (stream: ServerChannel, command: string): void => {
-    started = true;
-    try {
-      respond(stream, vmName, command, fingerprint, issuer, log, eol);
-    } catch (err) {
-      fail(stream, errorMessage(err));
-    }
-  };
-  session.on('shell', (accept, reject) => (started ? reject?.() : begin(accept(), '')));
-  session.on('exec', (accept, reject, info) => (started ? reject?.() : begin(accept(), info.command)));
+  serveCommandSession(
+    session,
+    (stream, command, terminal) => respond(stream, vmName, command, fingerprint, issuer, log, terminal ? '\r\n' : '\n'),
+    (stream, err) => fail(stream, errorMessage(err)),
+  );
 }
 
 function respond(stream: ServerChannel, vmName: string, command: string, fingerprint: string, issuer: TokenIssuer, log: Logger, eol: string): void {
