@@ -14,22 +14,21 @@
  *                                [--timeout SECONDS] [--json PATH]
  */
 import { spawn, execFileSync } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { release as hostKernel, cpus as hostCpus, loadavg } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
-import type { Accel, AccelMode, VmSpec } from '../../src/vm/driver.js';
+import type { Accel, VmSpec } from '../../src/vm/driver.js';
 import { QemuDriver } from '../../src/vm/qemu/qemu-driver.js';
 import { hostTscKhz, resolveAccel } from '../../src/vm/accel.js';
-import { loadImage, type GuestImage } from '../../src/image/image.js';
-import { MANIFEST_FILE } from '../../src/image/manifest.js';
+import type { GuestImage } from '../../src/image/image.js';
 import { GUEST_INIT_MARKER, GUEST_READY_MARKER } from '../../src/image/guest-contract.js';
-import { defaultDataDir, defaultImageDir } from '../../src/util/paths.js';
 import { requireTool } from '../../src/util/tools.js';
 import { UserError } from '../../src/util/errors.js';
 import { formatTable, ms, summarize, writeResultsJson } from '../lib/table.js';
 import { makeTempDir, runBench, removeTempDir, trackChild, trackPid, untrackPid } from '../lib/cleanup.js';
+import { accelOption, imageDirOption, loadBenchImage } from '../lib/options.js';
 
 const MEMORY_MIB = 256;
 const CPUS = 1;
@@ -73,18 +72,11 @@ function parseOptions(): Options {
   if (!Number.isInteger(runs) || runs < 1) throw new UserError(`--runs must be a positive integer, not ${values.runs}`);
   const timeout = Number(values.timeout);
   if (!(timeout > 0)) throw new UserError(`--timeout must be a positive number of seconds, not ${values.timeout}`);
-  const mode = values.accel as AccelMode;
-  if (!['auto', 'kvm', 'tcg'].includes(mode)) throw new UserError(`--accel must be auto, kvm or tcg, not ${values.accel}`);
-  const imageDir = values['image-dir'] ?? process.env.SSHVISOR_IMAGE_DIR ?? defaultImageDir(defaultDataDir());
+  const mode = accelOption(values.accel) ?? 'auto';
+  const imageDir = imageDirOption(values['image-dir']);
   return { runs, accel: resolveAccel(mode), imageDir, timeoutMs: timeout * 1000, json: values.json };
 }
 
-function loadBenchImage(dir: string): GuestImage {
-  if (!existsSync(join(dir, MANIFEST_FILE))) {
-    throw new UserError(`no guest image in ${dir}: run \`npm run setup\` (or pass --image-dir / set SSHVISOR_IMAGE_DIR)`);
-  }
-  return loadImage(dir);
-}
 
 /**
  * Watches a console byte stream for the two markers and records when each

@@ -22,18 +22,16 @@
  */
 import { spawn, spawnSync, execFileSync, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { mkdirSync, readFileSync } from 'node:fs';
 import { release as hostKernel, cpus as hostCpus, loadavg } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
-import type { Accel, AccelMode } from '../../src/vm/driver.js';
+import type { Accel } from '../../src/vm/driver.js';
 import { hostTscKhz, resolveAccel } from '../../src/vm/accel.js';
-import { loadImage, type GuestImage } from '../../src/image/image.js';
-import { MANIFEST_FILE } from '../../src/image/manifest.js';
+import type { GuestImage } from '../../src/image/image.js';
 import { GUEST_READY_MARKER } from '../../src/image/guest-contract.js';
 import { isValidVmName } from '../../src/vm/vm-name.js';
-import { defaultDataDir, defaultImageDir } from '../../src/util/paths.js';
 import { requireTool } from '../../src/util/tools.js';
 import { UserError, errorMessage } from '../../src/util/errors.js';
 import { formatTable, summarize, writeResultsJson, type Summary } from '../lib/table.js';
@@ -42,6 +40,7 @@ import { cpuTimes, mustSucceed, runClient } from '../lib/proc.js';
 import { SshvisorServe, clientOptions, makeKey } from '../lib/ssh-servers.js';
 import { PayloadMeter, cpuBetween, guestCommand, hostJiffies, markersFor, otherQemuPids, threadCpu, wireBytes, type CpuUse } from './measure.js';
 import { RawQemu, TextTail, stopChild, track } from './raw-qemu.js';
+import { accelOption, imageDirOption, intOption, loadBenchImage } from '../lib/options.js';
 
 /** What `sshvisor serve` gives a VM by default; the raw QEMU gets the same. */
 const MEMORY_MIB = 256;
@@ -84,36 +83,24 @@ function parseOptions(): Options {
     process.stdout.write(USAGE);
     process.exit(0);
   }
-  const int = (name: string, text: string, min: number): number => {
-    const n = Number(text);
-    if (!Number.isInteger(n) || n < min) throw new UserError(`--${name} must be an integer >= ${min}, not ${text}`);
-    return n;
-  };
-  const mode = values.accel as AccelMode;
-  if (!['auto', 'kvm', 'tcg'].includes(mode)) throw new UserError(`--accel must be auto, kvm or tcg, not ${values.accel}`);
+  const mode = accelOption(values.accel) ?? 'auto';
   const accel = resolveAccel(mode);
   const stall = Number(values['stall-timeout']);
   if (!(stall > 0)) throw new UserError(`--stall-timeout must be a positive number of seconds, not ${values['stall-timeout']}`);
   if (!isValidVmName(values.user) || values.user === 'admin') throw new UserError(`--user ${values.user} is not a usable VM name`);
   return {
-    sizeMiB: values['size-mib'] === undefined ? DEFAULT_SIZE_MIB[accel] : int('size-mib', values['size-mib'], 1),
+    sizeMiB: values['size-mib'] === undefined ? DEFAULT_SIZE_MIB[accel] : intOption('size-mib', values['size-mib'], 1),
     sizeDefaulted: values['size-mib'] === undefined,
-    viewers: int('viewers', values.viewers, 1),
-    runs: int('runs', values.runs, 1),
+    viewers: intOption('viewers', values.viewers, 1),
+    runs: intOption('runs', values.runs, 1),
     accel,
-    imageDir: values['image-dir'] ?? process.env.SSHVISOR_IMAGE_DIR ?? defaultImageDir(defaultDataDir()),
+    imageDir: imageDirOption(values['image-dir']),
     user: values.user,
     stallMs: stall * 1000,
     json: values.json,
   };
 }
 
-function loadBenchImage(dir: string): GuestImage {
-  if (!existsSync(join(dir, MANIFEST_FILE))) {
-    throw new UserError(`no guest image in ${dir}: run \`npm run setup\` (or pass --image-dir / set SSHVISOR_IMAGE_DIR)`);
-  }
-  return loadImage(dir);
-}
 
 type Target = 'sshvisor' | 'raw';
 

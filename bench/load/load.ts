@@ -21,7 +21,6 @@ import { cpus as hostCpus, loadavg } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { performance } from 'node:perf_hooks';
-import { defaultDataDir, defaultImageDir } from '../../src/util/paths.js';
 import { requireTool } from '../../src/util/tools.js';
 import { UserError } from '../../src/util/errors.js';
 import { formatTable, ms, percentile, writeResultsJson } from '../lib/table.js';
@@ -31,6 +30,7 @@ import { BaselineSshd, SshvisorServe, clientOptions, makeKey } from '../lib/ssh-
 import { connectionStorm } from './storm.js';
 import { runTypist, type TypistResult } from './typist.js';
 import { UsageMeter, type Usage } from './server-usage.js';
+import { accelOption, imageDirOption, intOption } from '../lib/options.js';
 
 type Side = 'sshvisor' | 'sshd';
 
@@ -49,11 +49,6 @@ interface Options {
 const USAGE =
   'usage: load.js [--connections N] [--sessions N] [--vms N] [--duration S] [--logins N] [--think-ms MS] [--accel auto|kvm|tcg] [--image-dir DIR] [--json PATH]\n';
 
-function int(name: string, text: string, min: number): number {
-  const n = Number(text);
-  if (!Number.isInteger(n) || n < min) throw new UserError(`--${name} must be an integer >= ${min}, not ${text}`);
-  return n;
-}
 
 function parseOptions(): Options {
   const { values } = parseArgs({
@@ -75,18 +70,15 @@ function parseOptions(): Options {
     process.stdout.write(USAGE);
     process.exit(0);
   }
-  if (values.accel !== undefined && !['auto', 'kvm', 'tcg'].includes(values.accel)) {
-    throw new UserError(`--accel must be auto, kvm or tcg, not ${values.accel}`);
-  }
   return {
-    connections: int('connections', values.connections, 1),
-    sessions: int('sessions', values.sessions, 1),
-    vms: int('vms', values.vms, 1),
-    durationS: int('duration', values.duration, 1),
-    logins: int('logins', values.logins, 1),
-    thinkMs: int('think-ms', values['think-ms'], 0),
-    accel: values.accel,
-    imageDir: values['image-dir'] ?? process.env.SSHVISOR_IMAGE_DIR ?? defaultImageDir(defaultDataDir()),
+    connections: intOption('connections', values.connections, 1),
+    sessions: intOption('sessions', values.sessions, 1),
+    vms: intOption('vms', values.vms, 1),
+    durationS: intOption('duration', values.duration, 1),
+    logins: intOption('logins', values.logins, 1),
+    thinkMs: intOption('think-ms', values['think-ms'], 0),
+    accel: accelOption(values.accel),
+    imageDir: imageDirOption(values['image-dir']),
     json: values.json,
   };
 }

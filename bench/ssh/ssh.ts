@@ -24,16 +24,14 @@ import { dirname, join } from 'node:path';
 import { parseArgs } from 'node:util';
 import type { AccelMode } from '../../src/vm/driver.js';
 import { resolveAccel } from '../../src/vm/accel.js';
-import { loadImage, type GuestImage } from '../../src/image/image.js';
-import { MANIFEST_FILE } from '../../src/image/manifest.js';
 import { STATIC_DEFAULTS } from '../../src/config/config-schema.js';
-import { defaultDataDir, defaultImageDir } from '../../src/util/paths.js';
 import { requireTool } from '../../src/util/tools.js';
 import { UserError } from '../../src/util/errors.js';
 import { formatTable, summarize, writeResultsJson, type Summary } from '../lib/table.js';
 import { makeTempDir, runBench, removeTempDir } from '../lib/cleanup.js';
 import { cpuTimes, mustSucceed, runClient, waitForNoChildren } from '../lib/proc.js';
 import { BaselineSshd, SshvisorServe, clientOptions, makeKey, parseNegotiated, type Negotiated } from '../lib/ssh-servers.js';
+import { accelOption, imageDirOption, intOption, loadBenchImage } from '../lib/options.js';
 
 type Side = 'sshvisor' | 'baseline';
 const SIDES: readonly Side[] = ['sshvisor', 'baseline'];
@@ -54,11 +52,6 @@ interface Options {
 const USAGE =
   'usage: ssh.js [--logins N] [--runs N] [--size-mib N] [--accel auto|kvm|tcg] [--image-dir DIR] [--user NAME] [--json PATH]\n';
 
-function positiveInt(name: string, text: string): number {
-  const n = Number(text);
-  if (!Number.isInteger(n) || n < 1) throw new UserError(`--${name} must be a positive integer, not ${text}`);
-  return n;
-}
 
 function parseOptions(): Options {
   const { values } = parseArgs({
@@ -78,29 +71,20 @@ function parseOptions(): Options {
     process.stdout.write(USAGE);
     process.exit(0);
   }
-  if (values.accel !== undefined && !['auto', 'kvm', 'tcg'].includes(values.accel)) {
-    throw new UserError(`--accel must be auto, kvm or tcg, not ${values.accel}`);
-  }
-  const accelFlag = values.accel as AccelMode | undefined;
+  const accelFlag = accelOption(values.accel);
   // 256 MiB takes ~40 s a transfer through a TCG guest (~7 MB/s); 9 of them would blow the ~5 min budget.
   const defaultSize = resolveAccel(accelFlag ?? 'auto') === 'kvm' ? 256 : 128;
   return {
-    logins: positiveInt('logins', values.logins),
-    runs: positiveInt('runs', values.runs),
-    sizeMiB: values['size-mib'] === undefined ? defaultSize : positiveInt('size-mib', values['size-mib']),
+    logins: intOption('logins', values.logins),
+    runs: intOption('runs', values.runs),
+    sizeMiB: values['size-mib'] === undefined ? defaultSize : intOption('size-mib', values['size-mib']),
     accelFlag,
-    imageDir: values['image-dir'] ?? process.env.SSHVISOR_IMAGE_DIR ?? defaultImageDir(defaultDataDir()),
+    imageDir: imageDirOption(values['image-dir']),
     user: values.user,
     json: values.json,
   };
 }
 
-function loadBenchImage(dir: string): GuestImage {
-  if (!existsSync(join(dir, MANIFEST_FILE))) {
-    throw new UserError(`no guest image in ${dir}: run \`npm run setup\` (or pass --image-dir / set SSHVISOR_IMAGE_DIR)`);
-  }
-  return loadImage(dir);
-}
 
 /** CPU seconds spent during one transfer, by whom. */
 interface CpuSplit {

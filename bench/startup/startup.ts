@@ -29,14 +29,11 @@
  *                                      [--accel auto|kvm|tcg] [--image-dir DIR] [--json PATH]
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { mkdirSync, readFileSync } from 'node:fs';
 import { cpus as hostCpus, loadavg, release as hostKernel, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import type { AccelMode } from '../../src/vm/driver.js';
-import { loadImage, type GuestImage } from '../../src/image/image.js';
-import { MANIFEST_FILE } from '../../src/image/manifest.js';
-import { defaultDataDir, defaultImageDir } from '../../src/util/paths.js';
 import { requireTool } from '../../src/util/tools.js';
 import { UserError } from '../../src/util/errors.js';
 import { formatTable, summarize, writeResultsJson, type Summary } from '../lib/table.js';
@@ -58,6 +55,7 @@ import {
   type MemParts,
   type MemRollup,
 } from './observe.js';
+import { accelOption, imageDirOption, intOption, loadBenchImage } from '../lib/options.js';
 
 const MEMORY_MIB = 256;
 /** The KEX sshvisor (ssh2) negotiates with OpenSSH's client; sshd prefers sntrup761x25519-sha512, which costs more. */
@@ -76,11 +74,6 @@ interface Options {
 const USAGE =
   'usage: startup.js [--samples N] [--logins N] [--vms N] [--idle-timeout SECONDS] [--accel auto|kvm|tcg] [--image-dir DIR] [--json PATH]\n';
 
-function positiveInt(name: string, text: string, min = 1): number {
-  const n = Number(text);
-  if (!Number.isInteger(n) || n < min) throw new UserError(`--${name} must be an integer >= ${min}, not ${text}`);
-  return n;
-}
 
 function parseOptions(): Options {
   const { values } = parseArgs({
@@ -100,26 +93,17 @@ function parseOptions(): Options {
     process.stdout.write(USAGE);
     process.exit(0);
   }
-  if (values.accel !== undefined && !['auto', 'kvm', 'tcg'].includes(values.accel)) {
-    throw new UserError(`--accel must be auto, kvm or tcg, not ${values.accel}`);
-  }
   return {
-    samples: positiveInt('samples', values.samples),
-    logins: positiveInt('logins', values.logins),
-    vms: positiveInt('vms', values.vms),
-    idleTimeoutSec: positiveInt('idle-timeout', values['idle-timeout']),
-    accelFlag: values.accel as AccelMode | undefined,
-    imageDir: values['image-dir'] ?? process.env.SSHVISOR_IMAGE_DIR ?? defaultImageDir(defaultDataDir()),
+    samples: intOption('samples', values.samples),
+    logins: intOption('logins', values.logins),
+    vms: intOption('vms', values.vms),
+    idleTimeoutSec: intOption('idle-timeout', values['idle-timeout']),
+    accelFlag: accelOption(values.accel),
+    imageDir: imageDirOption(values['image-dir']),
     json: values.json,
   };
 }
 
-function loadBenchImage(dir: string): GuestImage {
-  if (!existsSync(join(dir, MANIFEST_FILE))) {
-    throw new UserError(`no guest image in ${dir}: run \`npm run setup\` (or pass --image-dir / set SSHVISOR_IMAGE_DIR)`);
-  }
-  return loadImage(dir);
-}
 
 // ---------------------------------------------------------------------------------------------
 // One timed login and where its time went.
