@@ -77,7 +77,6 @@ function parseOptions(): Options {
   return { runs, accel: resolveAccel(mode), imageDir, timeoutMs: timeout * 1000, json: values.json };
 }
 
-
 /**
  * Watches a console byte stream for the two markers and records when each
  * first appears, relative to t0. Settles when READY is seen, the stream's

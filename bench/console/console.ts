@@ -101,7 +101,6 @@ function parseOptions(): Options {
   };
 }
 
-
 type Target = 'sshvisor' | 'raw';
 
 interface ReceiverSample {

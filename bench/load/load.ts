@@ -49,7 +49,6 @@ interface Options {
 const USAGE =
   'usage: load.js [--connections N] [--sessions N] [--vms N] [--duration S] [--logins N] [--think-ms MS] [--accel auto|kvm|tcg] [--image-dir DIR] [--json PATH]\n';
 
-
 function parseOptions(): Options {
   const { values } = parseArgs({
     options: {

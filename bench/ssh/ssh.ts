@@ -52,7 +52,6 @@ interface Options {
 const USAGE =
   'usage: ssh.js [--logins N] [--runs N] [--size-mib N] [--accel auto|kvm|tcg] [--image-dir DIR] [--user NAME] [--json PATH]\n';
 
-
 function parseOptions(): Options {
   const { values } = parseArgs({
     options: {
@@ -84,7 +83,6 @@ function parseOptions(): Options {
     json: values.json,
   };
 }
-
 
 /** CPU seconds spent during one transfer, by whom. */
 interface CpuSplit {

@@ -74,7 +74,6 @@ interface Options {
 const USAGE =
   'usage: startup.js [--samples N] [--logins N] [--vms N] [--idle-timeout SECONDS] [--accel auto|kvm|tcg] [--image-dir DIR] [--json PATH]\n';
 
-
 function parseOptions(): Options {
   const { values } = parseArgs({
     options: {
@@ -103,7 +102,6 @@ function parseOptions(): Options {
     json: values.json,
   };
 }
-
 
 // ---------------------------------------------------------------------------------------------
 // One timed login and where its time went.
