@@ -40,6 +40,9 @@ export class GuestSessionPool {
   private readonly lent = new Set<GuestClient>();
   private dialing = 0;
   private closed = false;
+  /** The gateway's main connection: lent to one session when no spare is ready (see primary()). */
+  private main?: GuestClient;
+  private mainLent = false;
   /** No spares while paused (a suspend in progress); takers are still served. */
   private paused = false;
   /** After failed dials, spares wait until then (waiters do not): an unreachable guest is not hammered. */
@@ -59,10 +62,21 @@ export class GuestSessionPool {
     this.fill();
   }
 
+  /**
+   * The gateway's main connection (port forwards, its own commands), lent to
+   * a session when no spare is ready: the first login after a boot or resume
+   * then does not wait for a handshake. Forwards are not sessions, so it
+   * still carries one session at most.
+   */
+  primary(client: GuestClient | undefined): void {
+    this.main = client;
+    this.mainLent = false;
+  }
+
   /** A connection with no other session on it. */
   async take(): Promise<LentConnection> {
     if (this.closed) throw new Error('the VM is shutting down');
-    const client = this.idle.shift() ?? (await new Promise<GuestClient>((resolve, reject) => {
+    const client = this.idle.shift() ?? this.lendMain() ?? (await new Promise<GuestClient>((resolve, reject) => {
       this.waiters.push({ resolve, reject });
       this.fill();
     }));
@@ -109,7 +123,24 @@ export class GuestSessionPool {
     return { idle: this.idle.length, lent: this.lent.size, dialing: this.dialing, waiting: this.waiters.length };
   }
 
+  private lendMain(): GuestClient | undefined {
+    if (!this.main || this.mainLent || !isOpen(this.main)) return undefined;
+    this.mainLent = true;
+    return this.main;
+  }
+
   private giveBack(client: GuestClient, broken: boolean): void {
+    if (client === this.main) {
+      // Not the pool's to end unless broken (hung up): the VM manager owns it and reconnects when it goes.
+      this.mainLent = false;
+      if (broken) return void client.end();
+      const waiter = !this.closed && isOpen(client) ? this.waiters.shift() : undefined;
+      if (waiter) {
+        this.mainLent = true;
+        waiter.resolve(client);
+      }
+      return;
+    }
     if (this.closed || broken || !isOpen(client)) {
       client.end();
       this.fill();

@@ -219,7 +219,9 @@ export class VmBringup {
         onFirstHostKey: (key) => writeFileAtomic(pinFile, key),
       });
       guest.once('close', () => {
-        if (entry.guest === guest) entry.guest = undefined;
+        if (entry.guest !== guest) return;
+        entry.guest = undefined;
+        entry.sessionPool?.primary(undefined);
       });
       entry.guest = guest;
       // Kept across a reconnect of the main connection: its lent connections carry live sessions.
@@ -228,6 +230,7 @@ export class VmBringup {
         dial: () =>
           connectGuest({ ...endpoint, privateKey: opts.gatewayKey.privateKey, deadline: Date.now() + 30_000, exited: vm.exited, pinnedHostKey: readFileSync(pinFile) }),
       });
+      entry.sessionPool.primary(guest);
       // A resumed guest's clock stopped while it was suspended. And the dropbear processes of the
       // gateway's connections from before the snapshot wait on connections that no longer exist:
       // they go (all but the listener and the one running this command).

@@ -134,4 +134,22 @@ describe('guest session pool', () => {
     assert.equal(p.stats.idle, 2);
     p.close();
   });
+
+  it("lends the main connection when no spare is ready, to one session at a time, and never ends it unless hung up", async () => {
+    const { p, dialled } = pool({ spares: 0 });
+    const main = new FakeClient(99);
+    p.primary(main as unknown as GuestClient);
+    const first = await p.take();
+    assert.equal(first.client, main as unknown as GuestClient, 'no handshake to wait for');
+    const second = await p.take();
+    assert.notEqual(second.client, main as unknown as GuestClient, 'the main connection carries one session');
+    assert.equal(dialled.length, 1);
+    first.release();
+    assert.equal(main.ended, false);
+    const third = await p.take();
+    assert.equal(third.client, main as unknown as GuestClient);
+    third.release(true);
+    assert.equal(main.ended, true, 'a hang-up ends it');
+    p.close();
+  });
 });
