@@ -1,0 +1,3 @@
+module sshvisor/agent
+
+go 1.19

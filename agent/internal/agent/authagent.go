@@ -1,0 +1,81 @@
+package agent
+
+import (
+	"crypto/rand"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+
+	"sshvisor/agent/protocol"
+)
+
+// authSocket is the SSH_AUTH_SOCK of an exec stream opened with
+// agentForward: a unix socket in a private /tmp/ssh-XXXXXXXX directory, as
+// sshd makes; each connection to it becomes an auth-agent stream.
+type authSocket struct {
+	session *stream
+	dir     string
+	path    string
+	l       *net.UnixListener
+	once    sync.Once
+}
+
+const nameChars = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+
+func newAuthSocket(session *stream) (*authSocket, error) {
+	var dir string
+	for tries := 0; ; tries++ {
+		b := make([]byte, 8)
+		if _, err := rand.Read(b); err != nil {
+			return nil, err
+		}
+		for i := range b {
+			b[i] = nameChars[int(b[i])%len(nameChars)]
+		}
+		dir = "/tmp/ssh-" + string(b)
+		err := os.Mkdir(dir, 0o700)
+		if err == nil {
+			break
+		}
+		if !os.IsExist(err) || tries > 10 {
+			return nil, err
+		}
+	}
+	path := filepath.Join(dir, "agent."+strconv.Itoa(os.Getpid()))
+	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	if err != nil {
+		os.RemoveAll(dir)
+		return nil, err
+	}
+	l.SetUnlinkOnClose(true)
+	return &authSocket{session: session, dir: dir, path: path, l: l}, nil
+}
+
+// serve accepts until close; each connection waits for the gateway to take
+// the auth-agent stream.
+func (a *authSocket) serve() {
+	for {
+		c, err := a.l.AcceptUnix()
+		if err != nil {
+			return
+		}
+		go func() {
+			s := a.session.a.openAgentStream(a.session.gen, protocol.Open{Kind: "auth-agent", Session: a.session.id})
+			if s == nil {
+				c.Close()
+				return
+			}
+			relay(s, c)
+		}()
+	}
+}
+
+// close removes the socket and its directory.
+func (a *authSocket) close() {
+	a.once.Do(func() {
+		a.l.Close()
+		os.RemoveAll(a.dir)
+	})
+}
