@@ -8,10 +8,10 @@ cd "$(dirname "$0")/.."
 
 # Runtime: QEMU, the image's ingredients, the tools that make disks.
 # Tests and benchmarks: OpenSSH client and server, paramiko, rsync, tmux, ssh-audit (the algorithm audit test);
-# gcc and libc6-dev build the guest's sshvisor-reseed; gcc and binutils also the tiny test kernel (test/fixtures/tiny-kernel).
+# golang-go builds the guest agent (agent/, standard library only); gcc and binutils the tiny test kernel (test/fixtures/tiny-kernel).
 # chromium: the web console test drives it with playwright-core (headless, loopback only).
 PACKAGES=(
-  qemu-system-x86 qemu-utils busybox-static dropbear-bin openssh-sftp-server
+  qemu-system-x86 qemu-utils busybox-static golang-go openssh-sftp-server
   openssh-client e2fsprogs cpio kmod rsync gcc libc6-dev
   openssh-server python3-paramiko procps tmux binutils chromium ssh-audit
 )

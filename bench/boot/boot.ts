@@ -165,7 +165,7 @@ async function runSshvisor(driver: QemuDriver, image: GuestImage, opts: Options,
     memoryMiB: MEMORY_MIB,
     cpus: CPUS,
     accel: opts.accel,
-    network: { allowInternet: false, exposeSsh: false },
+    network: { allowInternet: false },
     kernelArgs: [`sshvisor.name=${name}`],
   };
   const vm = driver.create(spec);

@@ -139,10 +139,10 @@ export class RawQemu {
       cpus: o.cpus,
       accel: o.accel,
       // No disk and no network: neither takes part in the serial console.
-      network: { allowInternet: false, exposeSsh: false },
+      network: { allowInternet: false },
       kernelArgs: [`sshvisor.name=${o.name}`],
     };
-    const paths: QemuRuntimePaths = { qmpSocket: join(o.dir, 'qmp.sock'), consoleSocket: join(o.dir, 'console.sock'), pidFile: join(o.dir, 'qemu.pid') };
+    const paths: QemuRuntimePaths = { qmpSocket: join(o.dir, 'qmp.sock'), consoleSocket: join(o.dir, 'console.sock'), agentSocket: join(o.dir, 'agent.sock'), pidFile: join(o.dir, 'qemu.pid') };
     const child = track(spawn(o.qemu, buildQemuArgs(spec, paths, { tscKhz: o.tscKhz }), { stdio: ['ignore', 'ignore', 'pipe'] }));
     let stderr = '';
     child.stderr!.setEncoding('utf8').on('data', (s: string) => (stderr = (stderr + s).slice(-4096)));

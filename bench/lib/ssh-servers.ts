@@ -14,7 +14,7 @@ import { existsSync, mkdirSync, readFileSync, rmSync, rmdirSync, writeFileSync }
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { freeLoopbackPort } from '../../src/vm/qemu/free-port.js';
-import { GATEWAY_KEY_FILE, HOST_KEY_FILE } from '../../src/ssh/host-key.js';
+import { HOST_KEY_FILE } from '../../src/ssh/host-key.js';
 import { atCleanup, trackGroup, trackPid, untrackGroup, untrackPid } from './cleanup.js';
 
 /** A new passphrase-less ed25519 key pair; returns the private key path (public: PATH.pub). */
@@ -155,7 +155,7 @@ export class SshvisorServe {
     // The server would make these itself with ssh2's generateKeyPairSync('ed25519'), which emits
     // an unparseable key ~1 time in 256 (mscdex/ssh2#1390) and the server then refuses to start.
     // ssh-keygen's keys are what a real install might hold anyway.
-    for (const file of [HOST_KEY_FILE, GATEWAY_KEY_FILE]) {
+    for (const file of [HOST_KEY_FILE]) {
       makeKey(join(this.dataDir, file), `sshvisor-bench ${file}`);
       rmSync(join(this.dataDir, `${file}.pub`), { force: true });
     }

@@ -7,7 +7,7 @@ export function registerImageCommands(program: Command): void {
   const image = program.command('image').description('build and inspect guest images');
   image
     .command('build')
-    .description("build the default guest image from Debian's packages (cloud kernel, busybox, dropbear)")
+    .description("build the default guest image from Debian's packages (cloud kernel, busybox, sshvisor-agent)")
     .option('--out <dir>', 'where to write the image', undefined)
     .option('--data-dir <dir>', 'data directory (the image goes to DATA_DIR/images/default)', defaultDataDir())
     .option('--if-missing', 'do nothing if a current image is already there')

@@ -14,7 +14,7 @@ import { Store } from '../store/store.js';
 import { VmManager } from '../manager/vm-manager.js';
 import { gapMarker } from '../manager/reattach.js';
 import { createAuthenticator } from '../ssh/authenticator.js';
-import { loadOrCreateGatewayKey, loadOrCreateHostKey } from '../ssh/host-key.js';
+import { loadOrCreateHostKey } from '../ssh/host-key.js';
 import { createSshServer } from '../ssh/server.js';
 import { registerServeOptions } from '../config/load-config.js';
 import { UserError } from '../util/errors.js';
@@ -41,7 +41,7 @@ function customImage(config: ServeConfig): GuestImage {
     kernel: config.kernel!,
     initrd: config.initrd,
     append: (config.append ?? '').split(/\s+/).filter(Boolean),
-    ssh: !config.consoleOnly,
+    agent: !config.consoleOnly,
   };
 }
 
@@ -55,14 +55,13 @@ export function registerServeCommand(program: Command): void {
     const logger = createLogger(config.logLevel);
     // Everything that can fail on bad setup fails here, before the port opens.
     if (config.http) checkHttpAddress(config.http, config.httpPublic);
-    const image = config.kernel ? customImage(config) : { ...loadImage(config.imageDir), ...(config.consoleOnly ? { ssh: false } : {}) };
+    const image = config.kernel ? customImage(config) : { ...loadImage(config.imageDir), ...(config.consoleOnly ? { agent: false } : {}) };
     // VMs outlive this process (a crash, kill -9): the next `serve` takes them over. SIGTERM still suspends them.
     const driver = new QemuDriver({ survivesGateway: true });
     const accel = resolveAccel(config.accel);
     const adminKeys = config.adminKeys ? new AdminKeys(config.adminKeys, logger) : undefined;
     const store = Store.open(config.dataDir);
     const hostKey = loadOrCreateHostKey(config.dataDir);
-    const gatewayKey = loadOrCreateGatewayKey(config.dataDir);
     // Before any VM starts: a second server on the same data dir stops here.
     let ops: AdminOps | undefined;
     const control = await startControlServer({
@@ -102,7 +101,6 @@ export function registerServeCommand(program: Command): void {
       snapshotRetentionSec: config.snapshotRetention,
       templates: config.templates,
       bootTimeoutSec: config.bootTimeout,
-      gatewayKey,
       hungTimeoutSec: config.hungTimeout,
       restart: { policy: config.restart, maxRestarts: config.restartMax, windowSec: config.restartWindow },
     });
@@ -142,7 +140,9 @@ export function registerServeCommand(program: Command): void {
       logger,
       banner: config.auth === 'open' ? OPEN_BANNER : undefined,
       console: consoleAccess,
-      consoleOnly: !image.ssh,
+      consoleOnly: !image.agent,
+      agentForwarding: config.agentForwarding === 'on',
+      remoteForwarding: config.remoteForwarding === 'on',
       status: { report: (name) => vmOps.report(name) },
       admin: adminKeys && { isAdminKey: (blob) => adminKeys.isAdminKey(blob), ops: vmOps, console: consoleAccess },
       tokens,

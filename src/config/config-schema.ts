@@ -11,6 +11,7 @@ import { parseMaxStartups } from '../ssh/connection-limits.js';
 export const ACCEL_MODES = ['auto', 'kvm', 'tcg'] as const;
 export const AUTH_MODES = ['claim', 'keys', 'open'] as const;
 export const RESTART_POLICIES = ['never', 'on-failure'] as const;
+export const ON_OFF = ['on', 'off'] as const;
 export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
 
 export type AuthMode = (typeof AUTH_MODES)[number];
@@ -116,6 +117,10 @@ export const serveConfigSchema = z.strictObject({
   maxChannels: int(1, 10_000),
   /** Session channels open at once for one VM name over all its connections. */
   maxUserSessions: int(1, 1_000_000),
+  /** ssh -A: sshd's AllowAgentForwarding. */
+  agentForwarding: oneOf(ON_OFF),
+  /** ssh -R: listeners inside the guest (sshd's AllowTcpForwarding remote). */
+  remoteForwarding: oneOf(ON_OFF),
 });
 
 export type ServeConfig = Readonly<z.infer<typeof serveConfigSchema>>;
@@ -174,6 +179,8 @@ export const SERVE_FIELDS: { readonly [K in ServeConfigKey]: FieldInfo } = {
   maxSessions: { kind: 'int', arg: 'n', help: 'sessions open at once on one connection (default 10)' },
   maxChannels: { kind: 'int', arg: 'n', help: 'channels (sessions and -L forwards) open at once on one connection (default 32)' },
   maxUserSessions: { kind: 'int', arg: 'n', help: 'sessions open at once for one VM name over all connections (default 256)' },
+  agentForwarding: { kind: 'string', arg: 'on|off', help: 'let ssh -A reach the guest as SSH_AUTH_SOCK (default on)' },
+  remoteForwarding: { kind: 'string', arg: 'on|off', help: 'let ssh -R listen on ports inside the user\'s VM, never on the host (default on)' },
 };
 
 /** Defaults that do not depend on another field (keysDir and imageDir follow dataDir). */
@@ -210,4 +217,6 @@ export const STATIC_DEFAULTS = {
   maxSessions: 10,
   maxChannels: 32,
   maxUserSessions: 256,
+  agentForwarding: 'on',
+  remoteForwarding: 'on',
 } as const satisfies Partial<ServeConfig>;

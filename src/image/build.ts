@@ -1,21 +1,17 @@
 import { copyFileSync, existsSync, mkdirSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { run } from '../util/exec.js';
 import { requireFile, requireTool } from '../util/tools.js';
 import { UserError } from '../util/errors.js';
 import { downloadCloudKernel, extractDeb, installedVersions, makeWorkDir } from './debian-packages.js';
 import { GUEST_MODULES, resolveModules } from './kernel-modules.js';
 import { guestFiles } from './guest-files.js';
-import { GUEST_CONTRACT_VERSION } from './guest-contract.js';
+import { AGENT_PROTOCOL, GUEST_CONTRACT_VERSION } from './guest-contract.js';
+import { buildAgent } from './agent-build.js';
 import { RootfsStaging } from './initramfs.js';
 import { MANIFEST_FILE, sha256File, type ImageManifest } from './manifest.js';
 
-/** Guest helper that reseeds the kernel RNG of a VM cloned from a template. */
-const RESEED_SOURCE = fileURLToPath(new URL('../../../src/image/guest/sshvisor-reseed.c', import.meta.url));
-
 /** Host packages whose binaries go into the guest; their versions go into the manifest. */
-const GUEST_PACKAGES = ['busybox-static', 'dropbear-bin', 'openssh-sftp-server', 'openssh-client', 'rsync', 'libc6-dev'] as const;
+const GUEST_PACKAGES = ['busybox-static', 'openssh-sftp-server', 'openssh-client', 'rsync', 'golang-go'] as const;
 
 export interface BuildProgress {
   (step: string): void;
@@ -23,15 +19,17 @@ export interface BuildProgress {
 
 /**
  * Build the default guest image into `outDir`: Debian's cloud kernel, and an
- * initramfs with busybox, dropbear, sftp-server, scp, rsync and the virtio
- * modules. The new image replaces the old one only once it is complete.
+ * initramfs with busybox, sshvisor-agent (built from agent/ here), sftp-server,
+ * scp, ssh, ssh-add, rsync and the virtio modules. The new image replaces the old one only
+ * once it is complete.
  */
 export async function buildDefaultImage(outDir: string, progress: BuildProgress = () => {}): Promise<ImageManifest> {
   const busybox = requireTool('busybox');
-  const dropbear = requireTool('dropbear');
-  const dropbearkey = requireFile('/usr/bin/dropbearkey', 'dropbear-bin');
   const sftpServer = requireFile('/usr/lib/openssh/sftp-server', 'openssh-sftp-server');
   const scp = requireFile('/usr/bin/scp', 'openssh-client');
+  // ssh and ssh-add: what a user with a forwarded agent (ssh -A) reaches for, e.g. git over SSH.
+  const sshClient = requireFile('/usr/bin/ssh', 'openssh-client');
+  const sshAdd = requireFile('/usr/bin/ssh-add', 'openssh-client');
   const rsync = requireFile('/usr/bin/rsync', 'rsync');
   requireTool('cpio');
   requireTool('modinfo');
@@ -53,17 +51,15 @@ export async function buildDefaultImage(outDir: string, progress: BuildProgress 
     const stage = new RootfsStaging(join(work.dir, 'rootfs'));
     await stage.installBusybox(busybox);
     stage.symlink('/bin/busybox', '/init');
-    await stage.copyProgram(dropbear, '/usr/sbin/dropbear');
-    await stage.copyProgram(dropbearkey, '/usr/bin/dropbearkey');
     await stage.copyProgram(sftpServer, '/usr/lib/openssh/sftp-server');
-    // dropbear looks for the SFTP server here.
-    stage.symlink('/usr/lib/openssh/sftp-server', '/usr/lib/sftp-server');
     await stage.copyProgram(scp, '/usr/bin/scp');
+    await stage.copyProgram(sshClient, '/usr/bin/ssh');
+    await stage.copyProgram(sshAdd, '/usr/bin/ssh-add');
     await stage.copyProgram(rsync, '/usr/bin/rsync');
-    progress('compiling sshvisor-reseed');
-    const reseed = join(work.dir, 'sshvisor-reseed');
-    await run(requireTool('gcc'), ['-static', '-Os', '-Wall', '-Wextra', '-Werror', '-o', reseed, RESEED_SOURCE]);
-    stage.copyFile(reseed, '/usr/sbin/sshvisor-reseed', 0o755);
+    progress('building sshvisor-agent');
+    const agent = join(work.dir, 'sshvisor-agent');
+    await buildAgent(agent, 'amd64');
+    stage.copyFile(agent, '/usr/sbin/sshvisor-agent', 0o755);
     for (const m of modules) stage.copyFile(m.path, `/lib/modules/${m.name}.ko`, 0o644);
     for (const [path, file] of Object.entries(guestFiles(modules.map((m) => m.name)))) stage.writeFile(path, file);
 
@@ -80,7 +76,7 @@ export async function buildDefaultImage(outDir: string, progress: BuildProgress 
       kernel: { package: kernel.pkg, version: kernel.version, release },
       packages: await installedVersions(GUEST_PACKAGES),
       modules: modules.map((m) => m.name),
-      guest: { ssh: true },
+      guest: { agent: { ...AGENT_PROTOCOL } },
       files: {
         vmlinuz: await sha256File(join(next, 'vmlinuz')),
         'initrd.img': await sha256File(join(next, 'initrd.img')),

@@ -1,10 +1,12 @@
 /**
  * The small init system of the default guest image: busybox init runs rcS
  * once, keeps a root shell on the serial console, and runs rcK at poweroff.
- * Everything the guest learns about itself comes from the kernel command line
- * (see guest-contract.ts).
+ * sshvisor-agent starts first, so the gateway can reach the guest as soon as
+ * it exists. A booted guest learns its name from the kernel command line; a
+ * clone of a template from the agent's `identity` request (see
+ * guest-contract.ts and docs/guest-protocol.md).
  */
-import { GUEST_IDENTITY_WORD, GUEST_INIT_MARKER, GUEST_READY_MARKER, GUEST_TEMPLATE_MARKER, GUEST_IP, GUEST_SSH_PORT } from './guest-contract.js';
+import { GUEST_IDENTITY_FILE, GUEST_INIT_MARKER, GUEST_READY_MARKER, GUEST_TEMPLATE_MARKER, GUEST_IP } from './guest-contract.js';
 
 export interface GuestFile {
   content: string;
@@ -22,17 +24,18 @@ mount -t tmpfs -o mode=1777 tmpfs /tmp
 mount -t tmpfs -o mode=755 tmpfs /run
 echo "${GUEST_INIT_MARKER}"
 
+# First: the agent, the gateway's way in. It waits for its virtio-serial port (the module below).
+setsid /usr/sbin/sshvisor-agent < /dev/null > /dev/console 2>&1 &
+
 while read -r m; do
   insmod "/lib/modules/$m.ko" || echo "sshvisor-guest: could not load module $m"
 done < /etc/sshvisor/modules
 
 name=sshvisor
-key=
 template=
 for arg in $(cat /proc/cmdline); do
   case "$arg" in
     sshvisor.name=*) name="\${arg#sshvisor.name=}" ;;
-    sshvisor.key=*) key="\${arg#sshvisor.key=}" ;;
     sshvisor.template=1) template=1 ;;
   esac
 done
@@ -45,23 +48,17 @@ if [ -e /sys/class/net/eth0 ]; then
   echo "nameserver 10.0.2.3" > /etc/resolv.conf
 fi
 
-# A template stops here and is snapshotted; each clone resumes here and reads
-# its own identity from the console (not echoed: it carries an RNG seed).
+# A template stops here and is snapshotted; each clone resumes here and waits
+# for its identity, which the gateway sends through the agent (the agent also
+# sets the clock and reseeds the RNG, which the clone shares with the template).
 if [ -n "$template" ]; then
-  stty -echo -F /dev/ttyS0
   echo "${GUEST_TEMPLATE_MARKER}"
-  while read -r word rest < /dev/ttyS0; do
-    [ "$word" = "${GUEST_IDENTITY_WORD}" ] && break
-  done
-  stty echo -F /dev/ttyS0
-  for kv in $rest; do
+  while [ ! -s ${GUEST_IDENTITY_FILE} ]; do usleep 20000; done
+  while read -r kv; do
     case "$kv" in
-      name=*) name="\${kv#name=}" ;;
-      key=*) key="\${kv#key=}" ;;
-      time=*) date -s "@\${kv#time=}" > /dev/null ;;
-      seed=*) sshvisor-reseed "\${kv#seed=}" || echo "sshvisor-guest: could not reseed the RNG" ;;
+      hostname=*) name="\${kv#hostname=}" ;;
     esac
-  done
+  done < ${GUEST_IDENTITY_FILE}
   # The template saw a placeholder disk: forget whatever it cached of it.
   blockdev --flushbufs /dev/vda 2> /dev/null
   echo "sshvisor-guest: identity received"
@@ -70,41 +67,24 @@ hostname "$name"
 echo "$name" > /etc/hostname
 echo "127.0.0.1 localhost $name" > /etc/hosts
 
-# The per-VM persistent disk holds /root and the guest's own SSH host key.
+# The per-VM persistent disk holds /root.
 if [ -b /dev/vda ]; then
   mount -t ext4 -o noatime /dev/vda /persist || echo "sshvisor-guest: could not mount the persistent disk; /root is in RAM"
 else
   echo "sshvisor-guest: no persistent disk; /root is in RAM"
 fi
-mkdir -p /persist/root /persist/.sshvisor
+mkdir -p /persist/root
 mount --bind /persist/root /root
 chmod 700 /root
-
-# Trust the gateway's key: replace any line an earlier gateway left.
-if [ -n "$key" ]; then
-  mkdir -p /root/.ssh
-  chmod 700 /root/.ssh
-  touch /root/.ssh/authorized_keys
-  grep -v ' sshvisor-gateway$' /root/.ssh/authorized_keys > /root/.ssh/.authorized_keys.new
-  echo "$(echo "$key" | sed 's/:/ /') sshvisor-gateway" >> /root/.ssh/.authorized_keys.new
-  chmod 600 /root/.ssh/.authorized_keys.new
-  mv /root/.ssh/.authorized_keys.new /root/.ssh/authorized_keys
-fi
 
 # QMP system_powerdown arrives as an ACPI power button press.
 acpid
 
-hostkey=/persist/.sshvisor/dropbear_ed25519_host_key
-[ -s "$hostkey" ] || dropbearkey -t ed25519 -f "$hostkey" > /dev/null 2>&1
 mkdir -p /var/log
-# In its own session: a template's rcS has the console as controlling tty
-# (it read its identity there), and its exit would hang up a daemon still forking.
-setsid dropbear -r "$hostkey" -s -p ${GUEST_SSH_PORT} -P /run/dropbear.pid -E 2>> /var/log/dropbear.log
 echo "${GUEST_READY_MARKER}"
 `;
 
 const rcK = `#!/bin/sh
-[ -f /run/dropbear.pid ] && kill "$(cat /run/dropbear.pid)" 2>/dev/null
 sync
 umount /root 2>/dev/null
 umount /persist 2>/dev/null || mount -o remount,ro /persist 2>/dev/null

@@ -11,8 +11,8 @@ export interface GuestImage {
   initrd?: string;
   /** Extra kernel arguments the image needs. */
   append: string[];
-  /** The guest runs an SSH daemon that honours the guest contract (guest-contract.ts). */
-  ssh: boolean;
+  /** The guest runs sshvisor-agent and honours the guest contract (guest-contract.ts); false: console only. */
+  agent: boolean;
   manifest?: ImageManifest;
 }
 
@@ -36,7 +36,7 @@ export function loadImage(dir: string, name = 'default'): GuestImage {
   for (const f of [kernel, initrd]) {
     if (!existsSync(f)) throw new UserError(`guest image file ${f} is missing; rebuild with \`sshvisor image build\``);
   }
-  return { name, kernel, initrd, append: [], ssh: manifest.guest.ssh, manifest };
+  return { name, kernel, initrd, append: [], agent: manifest.guest.agent !== undefined, manifest };
 }
 
 /** Whether `dir` holds an image that this sshvisor can boot (used by `image build --if-missing`). */

@@ -14,11 +14,11 @@ export const GUEST_MODULES = [
   'virtio_blk',
   'virtio_net',
   'virtio-rng',
+  // virtio-serial: the guest agent's channel to the gateway (docs/guest-protocol.md).
+  'virtio_console',
   // The ACPI power button, so QMP system_powerdown becomes a clean poweroff.
   'button',
   'evdev',
-  // vsock, for a host<->guest control channel that needs no network.
-  'vmw_vsock_virtio_transport',
 ] as const;
 
 function indexModules(moduleRoot: string): Map<string, string> {

@@ -14,8 +14,11 @@ export const manifestSchema = z.object({
   kernel: z.object({ package: z.string(), version: z.string(), release: z.string() }),
   packages: z.record(z.string(), z.string()),
   modules: z.array(z.string()),
-  /** What the image offers: an SSH daemon the gateway can relay to, or only a console. */
-  guest: z.object({ ssh: z.boolean() }),
+  /**
+   * What the image offers: sshvisor-agent speaking these protocol versions
+   * (docs/guest-protocol.md), or only a console (`agent` absent).
+   */
+  guest: z.object({ agent: z.object({ minVersion: z.number().int(), maxVersion: z.number().int() }).optional() }),
   files: z.record(z.string(), fileEntry),
 });
 

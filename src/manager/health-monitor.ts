@@ -1,6 +1,10 @@
 import type { Logger } from '../util/log.js';
 import type { Vm } from '../vm/driver.js';
-import type { GuestClient } from './guest-connection.js';
+
+/** What the monitor asks of a guest: the agent's `ping` (docs/guest-protocol.md); rejects when unanswered. */
+export interface GuestPinger {
+  ping(timeoutMs: number): Promise<void>;
+}
 
 /**
  * Tells a hung guest from a running one. Every few seconds, for each running
@@ -9,16 +13,15 @@ import type { GuestClient } from './guest-connection.js';
  *   - QEMU, over QMP: `query-status`. No answer means QEMU itself is stuck;
  *     a run state such as `io-error` means QEMU paused the guest (a disk
  *     write failed, e.g. a full data dir).
- *   - the guest, over the gateway's existing SSH connection: a direct-tcpip
- *     channel to a closed port. The guest's dropbear answers "connection
- *     refused" from its own event loop: no process is started in the guest,
- *     but the answer needs the guest's kernel and dropbear to be scheduled.
+ *   - the guest, over the gateway's connection to its agent: `ping`. No
+ *     process is started in the guest, but the answer needs the guest's
+ *     kernel, its virtio-serial port and the agent to be scheduled.
  *
  * A VM whose QEMU runs but which has not answered for --hung-timeout seconds
  * is *hung*; when it answers again it is running again. Console silence is
  * reported alongside but decides nothing: an idle guest prints nothing, and a
  * hung kernel may still print (stall warnings). Console-only images have no
- * SSH daemon: for them only QEMU's answer counts. A hung VM is reported
+ * agent: for them only QEMU's answer counts. A hung VM is reported
  * (status, log, a console marker), not killed: a guest that is merely very
  * busy comes back, and its owner's work with it.
  */
@@ -34,8 +37,8 @@ export interface HungInfo {
 export interface WatchedVm {
   name: string;
   vm?: Vm;
-  /** The gateway's SSH connection to the guest, when there is one. */
-  guest?: GuestClient;
+  /** The gateway's connection to the guest's agent, when there is one. */
+  agent?: GuestPinger;
 }
 
 export interface HealthMonitorOptions {
@@ -55,8 +58,8 @@ export interface HealthMonitorOptions {
   now?: () => number;
 }
 
-/** A port nothing listens on in the guest: the probe only wants the refusal. */
-const PROBE_PORT = 1;
+/** How long one ping may take: longer than any timeout, so a late answer still counts. */
+const PING_TIMEOUT_MS = 10 * 60_000;
 
 interface Watch {
   vm: Vm;
@@ -64,7 +67,7 @@ interface Watch {
   guestAnsweredAt: number;
   consoleAt: number | undefined;
   qmpProbe?: Promise<void>;
-  guestProbe?: GuestClient;
+  guestProbe?: GuestPinger;
   /** QEMU's run state at its last answer. */
   runState?: string;
   hung?: HungInfo;
@@ -109,8 +112,8 @@ export class HealthMonitor {
         w = undefined;
       }
       w ??= this.watch(v.name, v.vm);
-      this.probe(w, v.guest);
-      this.judge(v.name, w, v.guest);
+      this.probe(w, v.agent);
+      this.judge(v.name, w, v.agent);
     }
     for (const [name, w] of this.watches) if (!seen.has(name)) this.forget(name, w);
   }
@@ -133,7 +136,7 @@ export class HealthMonitor {
     this.watches.delete(name);
   }
 
-  private probe(w: Watch, guest: GuestClient | undefined): void {
+  private probe(w: Watch, guest: GuestPinger | undefined): void {
     w.qmpProbe ??= w.vm
       .status()
       .then((s) => {
@@ -157,7 +160,7 @@ export class HealthMonitor {
     });
   }
 
-  private judge(name: string, w: Watch, guest: GuestClient | undefined): void {
+  private judge(name: string, w: Watch, guest: GuestPinger | undefined): void {
     const now = this.now();
     const limit = this.opts.hungTimeoutSec * 1000;
     const ago = (t: number): string => `${Math.round((now - t) / 1000)} s`;
@@ -180,7 +183,7 @@ export class HealthMonitor {
       w.guestAnsweredAt = now;
     } else if ((guest || w.hung) && now - w.guestAnsweredAt > limit) {
       const console = w.consoleAt === undefined ? 'no console output since it started' : `last console output ${ago(w.consoleAt)} ago`;
-      reason = `the guest has not answered over SSH for ${ago(w.guestAnsweredAt)} (${console})`;
+      reason = `the guest's agent has not answered for ${ago(w.guestAnsweredAt)} (${console})`;
       since = w.guestAnsweredAt;
     }
     if (reason) {
@@ -199,17 +202,10 @@ export class HealthMonitor {
   }
 }
 
-/** Resolves true when the guest's SSH daemon answers a channel open (either way), false if the connection is gone. */
-function askGuest(guest: GuestClient): Promise<boolean> {
-  return new Promise((resolve) => {
-    try {
-      guest.forwardOut('127.0.0.1', 0, '127.0.0.1', PROBE_PORT, (err, channel) => {
-        if (!err) channel.close();
-        // A refusal carries the server's reason code; a lost connection does not.
-        resolve(!err || typeof (err as Error & { reason?: unknown }).reason === 'number');
-      });
-    } catch {
-      resolve(false);
-    }
-  });
+/** Resolves true when the guest's agent answers a ping, false if it does not (in time) or the connection is gone. */
+function askGuest(guest: GuestPinger): Promise<boolean> {
+  return guest.ping(PING_TIMEOUT_MS).then(
+    () => true,
+    () => false,
+  );
 }

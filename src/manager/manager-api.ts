@@ -3,8 +3,7 @@
  * it: leases, results, runtime facts and events. vm-manager.ts re-exports it.
  */
 import type { ExitInfo, Vm, VmState } from '../vm/driver.js';
-import type { GuestClient } from './guest-connection.js';
-import type { LentConnection } from './guest-session-pool.js';
+import type { AgentConnection } from '../guest/agent-connection.js';
 import type { LaunchHow } from './manager-types.js';
 import type { HungInfo } from './health-monitor.js';
 
@@ -12,10 +11,11 @@ import type { HungInfo } from './health-monitor.js';
 export interface Lease {
   readonly name: string;
   readonly vm: Vm;
-  /** The gateway's SSH connection to the guest (port forwards); absent for console sessions and console-only images. */
-  readonly guest: GuestClient | undefined;
-  /** A guest connection of its own for one user session (see guest-session-pool.ts); absent when `guest` is. */
-  readonly guestSession: (() => Promise<LentConnection>) | undefined;
+  /**
+   * The gateway's connection to the guest's agent (sessions, forwards; see
+   * docs/guest-protocol.md); absent for console sessions and console-only images.
+   */
+  readonly agent: AgentConnection | undefined;
   release(): void;
 }
 
@@ -24,8 +24,8 @@ export interface AcquireOptions {
   onWaiting?: () => void;
   /** One line the user should see (e.g. a snapshot that could not be used). */
   onNotice?: (line: string) => void;
-  /** Also connect to the guest's SSH daemon (default: when the image has one). */
-  ssh?: boolean;
+  /** Also connect to the guest's agent (default: when the image has one). */
+  guest?: boolean;
 }
 
 /** What the manager knows of a VM it has in hand (booting, running or on its way down). */

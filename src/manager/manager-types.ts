@@ -2,8 +2,7 @@ import type { Logger } from '../util/log.js';
 import type { GuestImage } from '../image/image.js';
 import type { Accel, Vm, VmDriver } from '../vm/driver.js';
 import type { Store } from '../store/store.js';
-import type { GuestClient } from './guest-connection.js';
-import type { GuestSessionPool } from './guest-session-pool.js';
+import type { AgentConnection } from '../guest/agent-connection.js';
 import type { Template } from './template.js';
 import type { SnapshotMeta } from './snapshot-files.js';
 import type { RestartPolicyOptions } from './restart-policy.js';
@@ -25,8 +24,6 @@ export interface VmManagerOptions {
   /** Seconds a suspended VM's snapshot is kept; after that its next login cold-boots from its disk. */
   snapshotRetentionSec: number;
   bootTimeoutSec: number;
-  /** The key the gateway logs in to guests with, and its public line for the guest. */
-  gatewayKey: { privateKey: Buffer; publicKey: string };
   /** Start new VMs as clones of a template snapshot (built in the background); cold boot otherwise. */
   templates?: boolean;
   /** Seconds a running VM may go without answering before it is reported hung; 0 or absent: not watched. */
@@ -34,9 +31,6 @@ export interface VmManagerOptions {
   /** What happens when a VM ends against its will (restart-policy.ts); absent: never restarted. */
   restart?: Pick<RestartPolicyOptions, 'policy' | 'maxRestarts' | 'windowSec'>;
 }
-
-/** The guest's SSH host key (wire format), pinned the first time the gateway logs in. */
-export const GUEST_HOST_KEY_FILE = 'guest-host-key';
 
 export type Launch =
   | { kind: 'snapshot'; stateFile: string; meta: SnapshotMeta }
@@ -47,11 +41,12 @@ export type Launch =
 export interface Entry {
   name: string;
   vm?: Vm;
-  guest?: GuestClient;
+  /** The connection to the guest's agent, once made. */
+  agent?: AgentConnection;
+  /** A clone that has not been told its identity yet (template.ts): sent by the first connection. */
+  identity?: { hostname: string; unixMs: number; seed: Buffer };
   /** Set while the VM is being suspended (from the guest's sync on): a new session waits for it. */
   suspending?: Promise<unknown>;
-  /** Connections for user sessions, one session each. */
-  sessionPool?: GuestSessionPool;
   starting?: Promise<void>;
   connecting?: Promise<void>;
   startedAt?: number;
@@ -59,7 +54,7 @@ export interface Entry {
   attachedAt?: number;
   /** When the snapshot this VM was resumed from was taken. */
   resumedFrom?: number;
-  /** Resolves when the guest says its SSH daemon is up (at once for a resumed guest, whose daemon never went away). */
+  /** Resolves when the guest says it is ready for sessions (at once for a resumed guest). */
   guestReady?: Promise<void>;
   sessions: number;
   idleTimer?: NodeJS.Timeout;

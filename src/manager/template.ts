@@ -6,7 +6,7 @@ import { z } from 'zod';
 import type { Logger } from '../util/log.js';
 import { errorMessage } from '../util/errors.js';
 import type { GuestImage } from '../image/image.js';
-import { GUEST_TEMPLATE_MARKER, TEMPLATE_KERNEL_ARG, guestKernelArgs, identityLine, type GuestIdentity } from '../image/guest-contract.js';
+import { GUEST_TEMPLATE_MARKER, TEMPLATE_KERNEL_ARG, guestKernelArgs } from '../image/guest-contract.js';
 import type { Accel, VmDriver, VmSpec } from '../vm/driver.js';
 import { imageFingerprint, snapshotPaths, writeSnapshotMeta } from './snapshot-files.js';
 
@@ -15,7 +15,8 @@ import { imageFingerprint, snapshotPaths, writeSnapshotMeta } from './snapshot-f
  * waits for its identity, then suspended. New VMs start as copy-on-write
  * clones of its RAM (a private mapping of the template's file) and restore
  * its device state: tens of milliseconds instead of a boot. Each clone is
- * then sent its identity on the console (guest-files.ts, template mode).
+ * then sent its identity through its guest agent (guest-files.ts, template
+ * mode; docs/guest-protocol.md, `identity`).
  */
 
 export interface TemplateOptions {
@@ -88,9 +89,13 @@ export class TemplateStore {
     return { ...base, kernelArgs: this.kernelArgs(), memoryFile: t.ram, memoryPrivate: true, restoreFrom: { stateFile: t.state } };
   }
 
-  /** What a freshly started clone must be told on its console. */
-  identity(id: GuestIdentity): string {
-    return identityLine(id, new Date(), randomBytes(32).toString('hex'));
+  /**
+   * What a freshly started clone is told through its agent: its name, the
+   * time, and 64 fresh random bytes for its RNG (it starts with the template's
+   * RNG state, so without them every clone would draw the same numbers).
+   */
+  identity(hostname: string): { hostname: string; unixMs: number; seed: Buffer } {
+    return { hostname, unixMs: Date.now(), seed: randomBytes(64) };
   }
 
   private kernelArgs(): string[] {
@@ -119,7 +124,8 @@ export class TemplateStore {
       cpus: opts.cpus,
       accel: opts.accel,
       disk: placeholder,
-      network: { allowInternet: opts.allowInternet, exposeSsh: true },
+      network: { allowInternet: opts.allowInternet },
+      agent: true,
       kernelArgs: this.kernelArgs(),
       memoryFile: snapshotPaths(this.dir).ram,
       // A build this server does not finish is of no use to the next one.
@@ -140,7 +146,7 @@ export class TemplateStore {
     try {
       await vm.start();
       await waiting;
-      // Let the shell reach its blocking read before freezing it there.
+      // Let the shell reach its wait loop before freezing it there.
       await new Promise((r) => setTimeout(r, 300));
       await vm.suspend(snapshotPaths(this.dir).state, {
         beforeQuit: () =>

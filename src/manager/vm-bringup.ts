@@ -1,5 +1,5 @@
-import { existsSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
-import { freeBytes, isNoSpace, writeFileAtomic } from '../util/atomic-write.js';
+import { existsSync, readdirSync, rmSync, statSync } from 'node:fs';
+import { freeBytes, isNoSpace } from '../util/atomic-write.js';
 import { NoSpaceError, noSpaceError, preallocateRam, requireSpace } from './disk-space.js';
 import { join } from 'node:path';
 import { UserError, errorMessage } from '../util/errors.js';
@@ -8,8 +8,7 @@ import { GUEST_READY_MARKER, guestKernelArgs } from '../image/guest-contract.js'
 import type { ExitInfo, Vm } from '../vm/driver.js';
 import { isValidVmName } from '../vm/vm-name.js';
 import { ensureDisk } from '../vm/disk.js';
-import { connectGuest, guestExec } from './guest-connection.js';
-import { GuestSessionPool } from './guest-session-pool.js';
+import { AgentConnection } from '../guest/agent-connection.js';
 import { TemplateStore } from './template.js';
 import {
   deleteSnapshot,
@@ -21,7 +20,7 @@ import {
   snapshotTakenAt,
   writeSnapshotMeta,
 } from './snapshot-files.js';
-import { GUEST_HOST_KEY_FILE, type Entry, type Launch, type LaunchHow, type VmManagerOptions } from './manager-types.js';
+import type { Entry, Launch, LaunchHow, VmManagerOptions } from './manager-types.js';
 
 /** What a failed suspend does to the VM, and who hears why. */
 export interface SuspendFailure {
@@ -44,14 +43,14 @@ export interface BringupHooks {
   forget(entry: Entry): void;
   /** The VM process runs (booted, cloned or resumed). */
   started(entry: Entry, how: LaunchHow): void;
-  /** The guest is usable (resumed, or its SSH daemon is up), `ms` after its VM started; once per run. */
+  /** The guest is usable (resumed, or its init says ready), `ms` after its VM started; once per run. */
   ready(entry: Entry, how: LaunchHow, ms: number): void;
 }
 
 /**
  * How a VM comes up and goes down to disk: resume from its snapshot, clone
- * the template, or boot; connect to its SSH daemon; suspend it. The VM
- * manager decides when; this decides how.
+ * the template, or boot; connect to its agent; suspend it. The VM manager
+ * decides when; this decides how.
  */
 export class VmBringup {
   private readonly templates?: TemplateStore;
@@ -60,7 +59,7 @@ export class VmBringup {
     private readonly opts: VmManagerOptions,
     private readonly hooks: BringupHooks,
   ) {
-    if (opts.templates && opts.image.ssh) {
+    if (opts.templates && opts.image.agent) {
       this.templates = new TemplateStore(opts);
       void this.templates.ensure();
     }
@@ -82,8 +81,7 @@ export class VmBringup {
     const dir = ensurePrivateDir(join(opts.dataDir, 'vms', entry.name));
     const disk = join(dir, 'disk.img');
     try {
-      // A new disk means a new guest host key: forget the old one.
-      if (await ensureDisk(disk, opts.diskSizeMiB)) rmSync(join(dir, GUEST_HOST_KEY_FILE), { force: true });
+      await ensureDisk(disk, opts.diskSizeMiB);
     } catch (err) {
       this.hooks.forget(entry);
       // A VM that never got a disk leaves nothing behind.
@@ -139,7 +137,8 @@ export class VmBringup {
       cpus: opts.cpus,
       accel: opts.accel,
       disk,
-      network: { allowInternet: opts.allowInternet, exposeSsh: opts.image.ssh },
+      network: { allowInternet: opts.allowInternet },
+      agent: opts.image.agent,
     };
     const ram = snapshotPaths(dir).ram;
     // A snapshot whose RAM is in its state is loaded into a fresh RAM file of the VM's own.
@@ -149,7 +148,7 @@ export class VmBringup {
         ? this.templates.cloneSpec(from.template, base)
         : {
             ...base,
-            kernelArgs: opts.image.ssh ? guestKernelArgs({ hostname: entry.name, authorizedKey: opts.gatewayKey.publicKey }) : [],
+            kernelArgs: opts.image.agent ? guestKernelArgs({ hostname: entry.name }) : [],
             memoryFile: ram,
             // A VM resumed from a clone's snapshot keeps no private mapping: its RAM is its own file from now on.
             restoreFrom: from.kind === 'snapshot' ? { stateFile: from.stateFile, ramInState: from.meta.ramInState } : undefined,
@@ -182,7 +181,9 @@ export class VmBringup {
     }
     running = true;
     if (from.kind === 'template' && this.templates) {
-      vm.writeConsole(this.templates.identity({ hostname: entry.name, authorizedKey: opts.gatewayKey.publicKey }));
+      // The clone waits for its name before it mounts its disk: tell it now, whoever logs in (a console session does not connect).
+      entry.identity = this.templates.identity(entry.name);
+      void this.connect(entry).catch(() => undefined);
     }
     // From here the guest moves on: its old snapshot must never be restored over the newer disk.
     if (from.kind === 'snapshot') forgetSnapshot(dir);
@@ -196,56 +197,51 @@ export class VmBringup {
     });
   }
 
+  /**
+   * Connect to the guest's agent (docs/guest-protocol.md): tell a clone who it
+   * is, wait until the guest is ready for sessions, and set a resumed guest's
+   * clock. The agent's handshake hangs up sessions of an earlier connection
+   * (a gateway restart, a suspend), as sshd hangs up a dropped connection's.
+   * Throws a UserError, after killing the VM, when the guest never answers.
+   */
   async connect(entry: Entry): Promise<void> {
     const { opts } = this;
     const vm = entry.vm;
-    const endpoint = vm?.sshEndpoint;
-    if (!vm || !endpoint) throw new UserError(`VM ${entry.name} has no SSH endpoint`);
-    const pinFile = join(vm.spec.dir, GUEST_HOST_KEY_FILE);
-    // Connecting before the guest's network is up costs seconds: QEMU's user network holds the
-    // early SYNs and the TCP retransmit timer decides when they are tried again. Wait for the guest to say so.
-    // A VM up for longer than the boot timeout whose connection dropped (a hang the keepalive gave up on) still gets a real try.
-    // A VM taken over from an earlier server counts from then.
-    const deadline = Math.max((entry.attachedAt ?? entry.startedAt ?? Date.now()) + opts.bootTimeoutSec * 1000, Date.now() + RECONNECT_MS);
-    await Promise.race([entry.guestReady, new Promise((r) => setTimeout(r, Math.max(0, deadline - Date.now())).unref())]);
-    try {
-      const guest = await connectGuest({
-        ...endpoint,
-        privateKey: opts.gatewayKey.privateKey,
-        deadline,
-        exited: vm.exited,
-        pinnedHostKey: existsSync(pinFile) ? readFileSync(pinFile) : undefined,
-        // A torn pin would lock the owner out ("not the host key it had before").
-        onFirstHostKey: (key) => writeFileAtomic(pinFile, key),
-      });
-      guest.once('close', () => {
-        if (entry.guest !== guest) return;
-        entry.guest = undefined;
-        entry.sessionPool?.primary(undefined);
-      });
-      entry.guest = guest;
-      // Kept across a reconnect of the main connection: its lent connections carry live sessions.
-      entry.sessionPool ??= new GuestSessionPool({
-        logger: opts.logger.child({ vm: entry.name }),
-        dial: () =>
-          connectGuest({ ...endpoint, privateKey: opts.gatewayKey.privateKey, deadline: Date.now() + 30_000, exited: vm.exited, pinnedHostKey: readFileSync(pinFile) }),
-      });
-      entry.sessionPool.primary(guest);
-      // A resumed guest's clock stopped while it was suspended. And the dropbear processes of the
-      // gateway's connections from before the snapshot wait on connections that no longer exist:
-      // they go (all but the listener and the one running this command).
-      if (entry.resumedFrom !== undefined) {
-        await guestExec(guest, `date -s @${Math.round(Date.now() / 1000)} > /dev/null; ${END_STALE_DROPBEARS}`, 10_000).catch((err) =>
-          opts.logger.warn({ vm: entry.name, err: errorMessage(err) }, 'could not set the clock of a resumed guest'),
-        );
+    const socket = vm?.agentSocket;
+    if (!vm || !socket) throw new UserError(`VM ${entry.name} has no guest agent`);
+    if (entry.agent?.isOpen) return;
+    entry.connecting ??= (async () => {
+      // A VM taken over from an earlier server, or up for longer than the boot timeout, still gets a real try.
+      const deadline = Math.max((entry.attachedAt ?? entry.startedAt ?? Date.now()) + opts.bootTimeoutSec * 1000, Date.now() + RECONNECT_MS);
+      try {
+        const agent = await AgentConnection.connect(socket, { deadline, abort: vm.exited, log: opts.logger.child({ vm: entry.name }) });
+        void agent.closed.then((why) => {
+          if (entry.agent !== agent) return;
+          entry.agent = undefined;
+          if (vm.state === 'running') opts.logger.warn({ vm: entry.name, event: 'agent-lost', reason: why }, 'lost the connection to the guest agent');
+        });
+        if (entry.identity) {
+          await agent.identity(entry.identity, 15_000);
+          entry.identity = undefined;
+        }
+        await Promise.race([entry.guestReady, new Promise((r) => setTimeout(r, Math.max(0, deadline - Date.now())).unref())]);
+        // A resumed guest's clock stood still while it was suspended.
+        if (entry.resumedFrom !== undefined) {
+          await agent.setClock(Date.now(), 10_000).catch((err) => opts.logger.warn({ vm: entry.name, err: errorMessage(err) }, 'could not set the clock of a resumed guest'));
+        }
+        if (vm.state !== 'running' || entry.vm !== vm) {
+          agent.close('the VM is gone');
+          throw new Error('the VM exited while it was starting');
+        }
+        entry.agent = agent;
+      } catch (err) {
+        opts.logger.error({ vm: entry.name, event: 'vm-boot-failed', err: errorMessage(err) }, 'VM did not come up');
+        await vm.kill();
+        throw new UserError(`VM ${entry.name} failed to boot: ${errorMessage(err)}`);
       }
-    } catch (err) {
-      opts.logger.error({ vm: entry.name, event: 'vm-boot-failed', err: errorMessage(err) }, 'VM did not come up');
-      await vm.kill();
-      throw new UserError(`VM ${entry.name} failed to boot: ${errorMessage(err)}`);
-    }
-    opts.logger.info({ vm: entry.name, event: 'vm-ready', ms: Date.now() - (entry.startedAt ?? Date.now()) }, 'VM ready');
-    entry.sessionPool?.warm();
+      opts.logger.info({ vm: entry.name, event: 'vm-ready', ms: Date.now() - (entry.startedAt ?? Date.now()) }, 'VM ready');
+    })().finally(() => (entry.connecting = undefined));
+    return entry.connecting;
   }
 
   /**
@@ -272,9 +268,8 @@ export class VmBringup {
 
   private async snapshotAndQuit(entry: Entry, vm: Vm, failure: SuspendFailure): Promise<ExitInfo | undefined> {
     const { opts } = this;
-    // Spare connections end now, while the guest still runs to see them go (see GuestSessionPool.pause).
-    entry.sessionPool?.pause();
-    if (entry.guest) await guestExec(entry.guest, 'sync', 15_000).catch(() => undefined);
+    // Everything written so far reaches the disk, whatever becomes of the snapshot.
+    if (entry.agent) await entry.agent.sync(15_000).catch(() => undefined);
     const dir = vm.spec.dir;
     const started = Date.now();
     try {
@@ -299,7 +294,6 @@ export class VmBringup {
       // The driver left the VM running: keep it so (a full disk must not cost the guest its RAM), unless the server is going away.
       if (failure.then === 'keep-running' && vm.state === 'running') {
         opts.logger.error({ vm: entry.name, event: 'vm-suspend-failed', err: why }, 'suspend failed; the VM keeps running');
-        entry.sessionPool?.unpause();
         failure.error?.(why);
         return undefined;
       }
@@ -323,10 +317,6 @@ export class VmBringup {
     }
   }
 }
-
-/** Guest shell: end every dropbear but the listener (its pid file) and this command's own connection ($PPID). */
-const END_STALE_DROPBEARS =
-  'keep=$(cat /run/dropbear.pid 2>/dev/null); for p in $(pidof dropbear); do [ "$p" = "$keep" ] || [ "$p" = "$PPID" ] || kill "$p"; done; true';
 
 /** Resolves once `text` has appeared on the VM's console (or the VM is gone: the caller finds out on connect). */
 function consoleShows(vm: Vm, text: string): Promise<void> {

@@ -80,16 +80,16 @@ export class VmManager extends EventEmitter<ManagerEvents> {
   }
 
   /**
-   * Get `name`'s VM for a session, booting it if needed. With `ssh` (the
-   * default when the image has an SSH daemon) the lease also carries the
-   * gateway's connection to the guest; console sessions ask for none, so they
+   * Get `name`'s VM for a session, booting it if needed. With `guest` (the
+   * default when the image has an agent) the lease also carries the
+   * gateway's connection to the guest's agent; console sessions ask for none, so they
    * attach while the guest is still booting. `onWaiting` is called when the
    * caller has to wait (a boot, or a VM still powering off).
    */
   async acquire(name: string, options: AcquireOptions = {}): Promise<Lease> {
     assertVmName(name);
     const { onWaiting } = options;
-    const wantSsh = (options.ssh ?? true) && this.opts.image.ssh;
+    const wantAgent = (options.guest ?? true) && this.opts.image.agent;
     if (this.closing) throw new UserError('sshvisor is shutting down; try again shortly');
     if (this.removing.has(name)) throw new UserError(`VM ${name} is being removed`);
     let entry = this.entries.get(name);
@@ -120,17 +120,16 @@ export class VmManager extends EventEmitter<ManagerEvents> {
           .finally(() => (e.starting = undefined));
         await e.starting;
       }
-      if (wantSsh && !e.guest) {
+      if (wantAgent && !e.agent?.isOpen) {
         onWaiting?.();
-        e.connecting ??= this.bringup.connect(e).finally(() => (e.connecting = undefined));
-        await e.connecting;
+        await this.bringup.connect(e);
       }
     } catch (err) {
       this.releaseSession(e);
       throw err;
     }
-    const { vm, guest, sessionPool } = e;
-    if (!vm || (wantSsh && !guest)) {
+    const { vm, agent } = e;
+    if (!vm || (wantAgent && !agent?.isOpen)) {
       this.releaseSession(e);
       throw new UserError(`VM ${name} is not available`);
     }
@@ -138,8 +137,7 @@ export class VmManager extends EventEmitter<ManagerEvents> {
     return {
       name,
       vm,
-      guest,
-      guestSession: guest && sessionPool ? () => sessionPool.take() : undefined,
+      agent: wantAgent ? agent : undefined,
       release: () => {
         if (released) return;
         released = true;
@@ -199,7 +197,7 @@ export class VmManager extends EventEmitter<ManagerEvents> {
     if (!e) return { kind: 'not-running' };
     this.clearIdle(e);
     await e.starting?.catch(() => undefined);
-    // The guest's page cache is flushed over SSH before the snapshot: let a connection in progress finish.
+    // The guest's page cache is flushed by its agent before the snapshot: let a connection in progress finish.
     await e.connecting?.catch(() => undefined);
     const vm = e.vm;
     if (!vm || vm.state === 'exited') return { kind: 'not-running' };
@@ -275,7 +273,7 @@ export class VmManager extends EventEmitter<ManagerEvents> {
         // As if its last session had just ended: the idle timer starts fresh.
         e.sessions = 1;
         this.releaseSession(e);
-        if (this.opts.image.ssh) e.connecting ??= this.bringup.connect(e).catch(() => undefined).finally(() => (e.connecting = undefined));
+        if (this.opts.image.agent) void this.bringup.connect(e).catch(() => undefined);
       },
     }, lostSince);
   }
@@ -326,10 +324,8 @@ export class VmManager extends EventEmitter<ManagerEvents> {
 
   private onExit(entry: Entry, vm: Vm, info: ExitInfo): void {
     this.clearIdle(entry);
-    entry.sessionPool?.close();
-    entry.sessionPool = undefined;
-    entry.guest?.end();
-    entry.guest = undefined;
+    entry.agent?.close('the VM exited');
+    entry.agent = undefined;
     if (this.entries.get(entry.name) === entry && entry.vm === vm) this.entries.delete(entry.name);
     this.opts.store.recordExit(entry.name, info.reason, info.detail);
     this.opts.logger.info({ vm: entry.name, event: 'vm-exit', reason: info.reason, detail: info.detail }, 'VM exited');

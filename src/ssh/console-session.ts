@@ -63,7 +63,7 @@ export async function streamConsole(stream: ServerChannel, vmName: string, mode:
   let lease: Lease | undefined;
   if (mode === 'console') {
     // The console is how one reaches a guest with no SSH daemon, or a broken one: don't wait for SSH.
-    lease = await access.acquire(vmName, { ssh: false, onNotice: (line) => notice(stream, line) });
+    lease = await access.acquire(vmName, { guest: false, onNotice: (line) => notice(stream, line) });
     if (stream.destroyed) return lease.release();
   }
   const channel = access.hub.channel(vmName);

@@ -1,12 +1,15 @@
-import type { Connection, TcpipRequestInfo, AcceptConnection, RejectConnection, ServerChannel } from 'ssh2';
+import type { AcceptConnection, Connection, RejectConnection, ServerChannel, TcpipRequestInfo } from 'ssh2';
 import type { Logger } from '../util/log.js';
 import { errorMessage } from '../util/errors.js';
+import type { Lease } from '../manager/vm-manager.js';
 import type { AcquireVm } from './session-relay.js';
+import { splice } from './splice.js';
 
 /**
- * `ssh -L`: a direct-tcpip channel from the user becomes a direct-tcpip
- * channel opened by the gateway on the guest's SSH daemon, so "localhost"
- * means the guest's own loopback.
+ * `ssh -L` and `ssh -W` (RFC 4254 §7.2, direct-tcpip): the guest's agent
+ * connects from inside the VM (docs/guest-protocol.md, `tcp-connect`), so
+ * "localhost" means the guest's own loopback. The channel holds a lease, so
+ * a VM with an open tunnel is in use.
  */
 export function relayDirectTcpip(
   accept: AcceptConnection<ServerChannel>,
@@ -16,36 +19,81 @@ export function relayDirectTcpip(
   acquire: AcquireVm,
   log: Logger,
 ): void {
+  const dest = `${info.destIP}:${info.destPort}`;
   void (async () => {
     const lease = await acquire(vmName);
-    if (!lease.guest) {
-      lease.release();
-      throw new Error('the VM has no SSH daemon to forward through');
-    }
-    lease.guest.forwardOut(info.srcIP, info.srcPort, info.destIP, info.destPort, (err, guestCh) => {
-      if (err) {
-        lease.release();
-        log.info({ event: 'forward-refused', dest: `${info.destIP}:${info.destPort}`, err: errorMessage(err) }, 'guest refused a forward');
-        return reject();
-      }
+    try {
+      if (!lease.agent) throw new Error('the VM has no guest agent to forward through');
+      const guest = await lease.agent.connectTcp(info.destIP, info.destPort);
       const ch = accept();
-      log.info({ event: 'forward-open', dest: `${info.destIP}:${info.destPort}` }, 'port forward opened');
-      ch.pipe(guestCh).pipe(ch);
-      let closed = false;
-      const close = (): void => {
-        if (closed) return;
-        closed = true;
-        ch.close();
-        guestCh.close();
-        lease.release();
-      };
-      ch.once('close', close);
-      guestCh.once('close', close);
-    });
+      log.info({ event: 'forward-open', dest }, 'port forward opened');
+      splice(ch, guest, () => lease.release());
+    } catch (err) {
+      lease.release();
+      throw err;
+    }
   })().catch((err) => {
-    log.info({ event: 'forward-refused', err: errorMessage(err) }, 'port forward refused');
+    log.info({ event: 'forward-refused', dest, err: errorMessage(err) }, 'port forward refused');
     reject();
   });
 }
 
-export type { Connection };
+/**
+ * `ssh -R` (RFC 4254 §7.1, tcpip-forward): the guest's agent listens inside
+ * the VM (`tcp-listen`); each connection it accepts becomes a
+ * forwarded-tcpip channel to the user's client. Nothing listens on the host.
+ * A listener holds a lease on the VM until it is cancelled or the user's
+ * connection ends.
+ */
+export class RemoteForwards {
+  private readonly listeners = new Map<string, { close(): void; lease: Lease }>();
+
+  constructor(
+    private readonly client: Connection,
+    private readonly vmName: string,
+    private readonly acquire: AcquireVm,
+    private readonly log: Logger,
+  ) {
+    client.once('close', () => this.closeAll());
+  }
+
+  /** Start listening at `bindAddr:bindPort` in the guest; resolves with the bound port (for port 0). Throws with the guest's reason. */
+  async listen(bindAddr: string, bindPort: number): Promise<number> {
+    const host = bindAddr === '' || bindAddr === 'localhost' ? '127.0.0.1' : bindAddr;
+    const lease = await this.acquire(this.vmName);
+    try {
+      if (!lease.agent) throw new Error('the VM has no guest agent');
+      const listener = await lease.agent.listenTcp(host, bindPort, (stream, origin) => {
+        this.client.forwardOut(bindAddr, port, origin.host, origin.port, (err, ch) => {
+          if (err) return void stream.destroy();
+          splice(ch, stream);
+        });
+      });
+      const port = listener.port;
+      this.listeners.set(`${bindAddr}:${port}`, { close: () => listener.close(), lease });
+      this.log.info({ event: 'remote-forward-open', bind: `${host}:${port}` }, 'remote port forward listening in the guest');
+      return port;
+    } catch (err) {
+      lease.release();
+      throw err;
+    }
+  }
+
+  /** cancel-tcpip-forward: false when no such listener. */
+  cancel(bindAddr: string, bindPort: number): boolean {
+    const key = `${bindAddr}:${bindPort}`;
+    const l = this.listeners.get(key);
+    if (!l) return false;
+    this.listeners.delete(key);
+    l.close();
+    l.lease.release();
+    return true;
+  }
+
+  private closeAll(): void {
+    for (const key of [...this.listeners.keys()]) {
+      const [addr, port] = [key.slice(0, key.lastIndexOf(':')), Number(key.slice(key.lastIndexOf(':') + 1))];
+      this.cancel(addr, port);
+    }
+  }
+}

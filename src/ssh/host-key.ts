@@ -16,19 +16,10 @@ export interface KeyPair {
 }
 
 export const HOST_KEY_FILE = 'ssh_host_ed25519_key';
-export const GATEWAY_KEY_FILE = 'gateway_ed25519_key';
 
 /** The SSH server's identity. Changing it makes every client warn, so it is made once and kept. */
 export function loadOrCreateHostKey(dataDir: string): KeyPair {
   return loadOrCreate(join(ensurePrivateDir(dataDir), HOST_KEY_FILE), 'sshvisor host key');
-}
-
-/**
- * The key the gateway uses as an SSH *client* to log in to guests; guests
- * are given its public line.
- */
-export function loadOrCreateGatewayKey(dataDir: string): KeyPair {
-  return loadOrCreate(join(ensurePrivateDir(dataDir), GATEWAY_KEY_FILE), 'sshvisor gateway');
 }
 
 function loadOrCreate(path: string, comment: string): KeyPair {

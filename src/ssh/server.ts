@@ -5,7 +5,7 @@ import type { Authenticator } from './authenticator.js';
 import { keyFingerprint } from './key-fingerprint.js';
 import { parseUsername, type Route } from './routing.js';
 import { fail, relaySession, type AcquireVm } from './session-relay.js';
-import { relayDirectTcpip } from './forward-relay.js';
+import { RemoteForwards, relayDirectTcpip } from './forward-relay.js';
 import { serveConsoleSession, type ConsoleAccess } from './console-session.js';
 import { serveStatusSession, type StatusAccess } from './status-session.js';
 import { serveAdminSession, type AdminAccess } from './admin-session.js';
@@ -18,6 +18,15 @@ import { SERVER_ALGORITHMS } from './algorithms.js';
 
 const { Server, utils } = ssh2;
 
+/**
+ * The software version in our SSH identification string (RFC 4253 §4.2).
+ * OpenSSH's client tells a server its output is gone (`eow@openssh.com`, so
+ * `ssh host yes | head -1` returns) only when the server's version matches
+ * its compat pattern `OpenSSH*` (compat.c, SSH_NEW_OPENSSH); this matches it
+ * and names no OpenSSH release, so no client or scanner assumes one's bugs.
+ */
+export const SERVER_IDENT = 'OpenSSH_sshvisor';
+
 export interface SshFrontDoorOptions {
   hostKey: Buffer;
   authenticator: Authenticator;
@@ -26,8 +35,12 @@ export interface SshFrontDoorOptions {
   /** Shown to every client before authentication (e.g. the auth=open warning). */
   banner?: string;
   console: ConsoleAccess;
-  /** The image has no SSH daemon (a unikernel): a shell session opens the console instead. */
+  /** The image has no guest agent (a unikernel): a shell session opens the console instead. */
   consoleOnly: boolean;
+  /** ssh -A (--agent-forwarding). */
+  agentForwarding: boolean;
+  /** ssh -R into the guest (--remote-forwarding). */
+  remoteForwarding: boolean;
   /** NAME+status. */
   status: StatusAccess;
   /** The `admin` account (--admin-keys); without it every admin login is refused. */
@@ -57,7 +70,7 @@ export function createSshServer(opts: SshFrontDoorOptions): NetServer {
   const limitLog = new LimitLog(opts.logger);
   const gate = new PreauthGate(opts.limits, limitLog);
   const userSessions = new UserSessions();
-  const server = new Server({ hostKeys: [opts.hostKey], ident: 'sshvisor', banner: opts.banner, algorithms: SERVER_ALGORITHMS }, (client, info) => {
+  const server = new Server({ hostKeys: [opts.hostKey], ident: SERVER_IDENT, banner: opts.banner, algorithms: SERVER_ALGORITHMS }, (client, info) => {
     const log = opts.logger.child({ conn: `${info.ip}:${info.port}` });
     opts.stats?.connection();
     log.info({ event: 'connect', client: info.header.versions.software }, 'connection');
@@ -196,7 +209,7 @@ function onReady(client: Connection, routing: Routing, channels: ConnectionChann
         execRefusal: `the image of ${route.vm} has no shell to run commands in; use \`ssh -t ${route.vm}@host\` for its console`,
       });
     }
-    relaySession(session, route.vm, opts.acquire, vlog);
+    relaySession(session, route.vm, opts.acquire, vlog, client, { agentForwarding: opts.agentForwarding });
   });
   client.on('tcpip', (accept, reject, info) => {
     if (refusal || !route || route.mode !== 'shell' || opts.consoleOnly) return reject();
@@ -213,9 +226,25 @@ function onReady(client: Connection, routing: Routing, channels: ConnectionChann
     };
     relayDirectTcpip(counted, refused, info, route.vm, opts.acquire, log.child({ vm: route.vm }));
   });
+  const remote = route && route.mode === 'shell' && !refusal && !opts.consoleOnly && opts.remoteForwarding ? new RemoteForwards(client, route.vm, opts.acquire, log.child({ vm: route.vm })) : undefined;
   let refusedRequests = 0;
-  client.on('request', (_accept, reject, name) => {
-    // -R would need a listener on the host side for each user; not offered. Logged once per connection: a client may loop.
+  client.on('request', (accept, reject, name, info) => {
+    if (remote && name === 'tcpip-forward') {
+      const { bindAddr, bindPort } = info as { bindAddr: string; bindPort: number };
+      void remote.listen(bindAddr, bindPort).then(
+        (port) => accept?.(bindPort === 0 ? port : undefined),
+        (err) => {
+          log.info({ event: 'remote-forward-refused', bind: `${bindAddr}:${bindPort}`, err: String(err) }, 'remote port forward refused');
+          reject?.();
+        },
+      );
+      return;
+    }
+    if (remote && name === 'cancel-tcpip-forward') {
+      const { bindAddr, bindPort } = info as { bindAddr: string; bindPort: number };
+      return remote.cancel(bindAddr, bindPort) ? accept?.() : reject?.();
+    }
+    // Logged once per connection: a client may loop.
     if (refusedRequests++ === 0) log.info({ event: 'global-request-refused', request: name }, 'refused global request');
     reject?.();
   });

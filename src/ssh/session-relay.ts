@@ -1,67 +1,99 @@
-import type { ClientChannel, ServerChannel, PseudoTtyInfo, Session } from 'ssh2';
+import type { Readable } from 'node:stream';
+import type { Connection, ServerChannel, Session } from 'ssh2';
 import type { Logger } from '../util/log.js';
 import { errorMessage } from '../util/errors.js';
 import type { AcquireOptions, Lease } from '../manager/vm-manager.js';
-import type { GuestClient } from '../manager/guest-connection.js';
+import type { AgentExecOptions, AgentProcess } from '../guest/agent-connection.js';
 import { BootProgress } from './boot-progress.js';
-import { commandProblem, commandWithEnv, isAcceptableEnv } from './guest-env.js';
+import { isAcceptableEnv, type SessionEnv } from './guest-env.js';
+import { relayAgentStream } from './agent-forward.js';
+import { cutNotice } from './cut-notice.js';
 
 /** What the relay needs from the VM manager: a lease on a named VM (see VmManager.acquire). */
 export type AcquireVm = (name: string, options?: AcquireOptions) => Promise<Lease>;
 
-type GuestChannel = ClientChannel;
-
-type Start =
-  | { kind: 'shell' }
-  | { kind: 'exec'; command: string }
-  | { kind: 'subsystem'; name: string };
+type Start = { kind: 'shell' } | { kind: 'exec'; command: Buffer } | { kind: 'subsystem'; name: 'sftp' };
 
 /**
- * One SSH session channel of a user, relayed to a session channel on the
- * guest's own SSH daemon: pty, environment, window changes, signals, EOF,
- * stdout/stderr and the exit status all pass through.
+ * The longest command accepted: sshd's own limit is its packet size
+ * (PACKET_MAX_SIZE, 256 KiB, in OpenSSH's packet.c), and nothing longer fits
+ * in one exec request. Checked before any VM is woken.
  */
-export function relaySession(session: Session, vmName: string, acquire: AcquireVm, log: Logger): void {
-  let pty: PseudoTtyInfo | undefined;
-  const env: Record<string, string> = {};
-  let guest: GuestChannel | undefined;
+export const MAX_COMMAND_BYTES = 256 * 1024;
+
+/** Session options the server decides (flags). */
+export interface RelayPolicy {
+  /** Honour `auth-agent-req@openssh.com` (ssh -A); sshd's AllowAgentForwarding, default yes. */
+  agentForwarding: boolean;
+}
+
+/**
+ * One SSH session channel of a user (RFC 4254 §6), relayed to a process in
+ * the guest through its agent (docs/guest-protocol.md, `exec`): pty with the
+ * client's terminal modes, environment, window changes, signals, break
+ * (RFC 4335), stdin EOF, `eow@openssh.com`, agent forwarding,
+ * stdout/stderr apart, and the exit status or signal after the last byte.
+ * A channel the client closes hangs the guest's session up, as sshd does.
+ */
+export function relaySession(session: Session, vmName: string, acquire: AcquireVm, log: Logger, client: Connection, policy: RelayPolicy): void {
+  let pty: AgentExecOptions['pty'];
+  const env: SessionEnv = new Map();
+  let agentForward = false;
+  let proc: AgentProcess | undefined;
   let started = false;
 
   session.on('pty', (accept, _reject, info) => {
-    pty = info;
+    // Patched ssh2 (patches/): the RFC 4254 §8 encoded modes as the client sent them; the agent applies them.
+    pty = { term: info.term, cols: info.cols, rows: info.rows, width: info.width, height: info.height, modes: info.rawModes ?? Buffer.alloc(0) };
     accept?.();
   });
   session.on('env', (accept, reject, info) => {
-    if (!isAcceptableEnv(env, info.key, info.val)) return reject?.();
-    env[info.key] = info.val;
+    const value = info.rawVal ?? Buffer.from(info.val);
+    if (!isAcceptableEnv(env, info.key, value)) return reject?.();
+    env.set(info.key, value);
     accept?.();
   });
   session.on('window-change', (accept, _reject, info) => {
     if (pty) Object.assign(pty, { rows: info.rows, cols: info.cols, height: info.height, width: info.width });
-    guest?.setWindow(info.rows, info.cols, info.height, info.width);
+    proc?.resize({ rows: info.rows, cols: info.cols, height: info.height, width: info.width });
     accept?.();
   });
   session.on('signal', (accept, _reject, info) => {
-    guest?.signal(info.name);
+    proc?.signal(info.name);
     accept?.();
   });
+  session.on('break', (accept, _reject, info) => {
+    proc?.sendBreak(info.length);
+    accept?.();
+  });
+  session.on('eow', () => {
+    if (!proc) return;
+    proc.outputClosed();
+    proc.stdout.unpipe();
+    proc.stdout.resume();
+  });
   session.on('x11', (_accept, reject) => reject?.());
-  session.on('auth-agent', (_accept, reject) => reject?.());
+  session.on('auth-agent', (accept, reject) => {
+    if (!policy.agentForwarding) return reject?.();
+    agentForward = true;
+    accept?.();
+  });
 
   const begin = (stream: ServerChannel, start: Start): void => {
     started = true;
-    const tooLong = commandProblem(start.kind === 'exec' ? start.command : undefined, env, start.kind);
-    if (tooLong) return fail(stream, tooLong);
+    if (start.kind === 'exec' && start.command.length > MAX_COMMAND_BYTES) {
+      return fail(stream, `the command is too long: ${start.command.length} bytes, at most ${MAX_COMMAND_BYTES} are taken`);
+    }
     void run(stream, start).catch((err) => {
       log.error({ err: errorMessage(err) }, 'session relay failed');
       fail(stream, errorMessage(err));
     });
   };
   session.on('shell', (accept, reject) => (started ? reject?.() : begin(accept(), { kind: 'shell' })));
-  session.on('exec', (accept, reject, info) => (started ? reject?.() : begin(accept(), { kind: 'exec', command: info.command })));
+  session.on('exec', (accept, reject, info) => (started ? reject?.() : begin(accept(), { kind: 'exec', command: info.rawCommand ?? Buffer.from(info.command) })));
   session.on('subsystem', (accept, reject, info) => {
     if (started || info.name !== 'sftp') return reject?.();
-    begin(accept(), { kind: 'subsystem', name: info.name });
+    begin(accept(), { kind: 'subsystem', name: 'sftp' });
   });
 
   async function run(stream: ServerChannel, start: Start): Promise<void> {
@@ -78,101 +110,41 @@ export function relaySession(session: Session, vmName: string, acquire: AcquireV
     }
     if (stream.destroyed) return lease.release();
     stream.once('close', () => lease.release());
+    if (!lease.agent) return fail(stream, `the VM ${vmName} has no guest agent`);
 
-    let opened: GuestSession;
+    let p: AgentProcess;
     try {
-      opened = await openGuestChannel(lease, start, pty, env);
+      p = await lease.agent.exec({
+        command: start.kind === 'exec' ? start.command : undefined,
+        subsystem: start.kind === 'subsystem' ? start.name : undefined,
+        env: [...env].map(([name, value]) => ({ name, value })),
+        pty,
+        onAuthAgent: agentForward ? (s) => relayAgentStream(client, s, log) : undefined,
+      });
     } catch (err) {
-      return fail(stream, `cannot open a session in VM ${vmName}: ${errorMessage(err)}`);
+      return fail(stream, `cannot start a session in VM ${vmName}: ${errorMessage(err)}`);
     }
-    const { channel, drained } = opened;
-    guest = channel;
-    log.info({ event: 'session-start', kind: start.kind, pty: !!pty }, 'session started');
+    proc = p;
+    log.info({ event: 'session-start', kind: start.kind, pty: !!pty, pid: p.pid }, 'session started');
+    if (stream.destroyed) return p.hangUp();
 
-    stream.pipe(channel);
-    channel.pipe(stream, { end: false });
-    channel.stderr.pipe(stream.stderr, { end: false });
-    void opened.closed.then(async () => {
-      // 'close' can come while output still sits in the pipes; the exit status must follow the last byte.
-      await Promise.race([drained, new Promise((r) => setTimeout(r, 5000))]);
-      const exit = opened.exit;
-      if (exit && 'code' in exit) stream.exit(exit.code);
-      else if (exit) stream.exit(exit.signal, exit.core, exit.message);
+    stream.pipe(p.stdin);
+    p.stdout.pipe(stream, { end: false });
+    p.stderr.pipe(stream.stderr, { end: false });
+    const ended = (r: Readable): Promise<void> => new Promise((res) => (r.readableEnded ? res() : r.once('close', res).once('end', res)));
+    stream.once('close', () => p.hangUp());
+    void Promise.all([p.closed, ended(p.stdout), ended(p.stderr)]).then(async () => {
+      const exit = await p.exit;
+      if (stream.destroyed) return;
+      if (!exit) {
+        // The guest went away under the session (suspend, stop, panic, lost agent): say so, as a hypervisor can.
+        notice(stream, await cutNotice(vmName, lease.vm));
+      } else if ('code' in exit) stream.exit(exit.code);
+      else stream.exit(exit.signal, exit.core, '');
       stream.end();
       log.info({ event: 'session-end', kind: start.kind, exit, ms: Date.now() - openedAt }, 'session ended');
     });
-    stream.once('close', () => {
-      channel.close();
-      // dropbear keeps a pty session until its command exits, whatever the client says (a `cat` waits on
-      // the terminal for good): hang the lent connection up, as sshd hangs up a pty whose client went.
-      const hangUp = setTimeout(opened.hangUp, HANG_UP_MS);
-      void opened.closed.then(() => clearTimeout(hangUp));
-    });
   }
-}
-
-/** How long a guest session may outlive its user's channel before its guest connection is ended. */
-const HANG_UP_MS = 3000;
-
-type GuestExit = { code: number } | { signal: string; core: boolean; message: string };
-
-/** A guest channel with what it reported from its first packet on. */
-interface GuestSession {
-  channel: GuestChannel;
-  exit?: GuestExit;
-  closed: Promise<unknown>;
-  drained: Promise<unknown>;
-  /** End the guest connection under the session: its processes get SIGHUP, the channel closes. */
-  hangUp: () => void;
-}
-
-/** A session channel in the guest, on a guest connection lent to this session alone (guest-session-pool.ts); given back when the channel closes. */
-async function openGuestChannel(lease: Lease, start: Start, pty: PseudoTtyInfo | undefined, env: Record<string, string>): Promise<GuestSession> {
-  if (!lease.guestSession) throw new Error('the VM has no SSH daemon');
-  const lent = await lease.guestSession();
-  try {
-    const session = await openChannel(lent.client, start, pty, env);
-    void session.closed.then(() => lent.release());
-    // The same object: its `exit` is filled in as the guest reports it.
-    return Object.assign(session, { hangUp: () => lent.release(true) });
-  } catch (err) {
-    lent.release(true);
-    throw err;
-  }
-}
-
-function openChannel(guest: GuestClient, start: Start, pty: PseudoTtyInfo | undefined, env: Record<string, string>): Promise<Omit<GuestSession, 'hangUp'>> {
-  return new Promise((resolve, reject) => {
-    const done = (err: Error | undefined, channel: GuestChannel): void => {
-      if (err) return reject(err);
-      // Listen now, not after an await: a quick command's exit status and close can arrive in the same
-      // read as the reply to exec, and ssh2 emits them before a promise continuation runs.
-      const session: Omit<GuestSession, 'hangUp'> = {
-        channel,
-        // Plain promises, not events.once: that one rejects on 'error', and nothing may reject unheard here.
-        closed: new Promise((r) => channel.once('close', r)),
-        drained: Promise.all([new Promise((r) => channel.once('end', r)), new Promise((r) => channel.stderr.once('end', r))]),
-      };
-      channel.on('exit', (code: number | null, signal?: string, core?: boolean, message?: string) => {
-        session.exit = code !== null && code !== undefined ? { code } : { signal: signal ?? 'KILL', core: !!core, message: message ?? '' };
-      });
-      resolve(session);
-    };
-    const ptyOpts = pty ? { rows: pty.rows, cols: pty.cols, height: pty.height, width: pty.width, term: pty.term, modes: pty.modes } : undefined;
-    const withEnv = commandWithEnv(start.kind === 'exec' ? start.command : undefined, env);
-    switch (start.kind) {
-      case 'shell':
-        if (withEnv === undefined) guest.shell(ptyOpts ?? false, done);
-        else guest.exec(withEnv, { pty: ptyOpts }, done);
-        break;
-      case 'exec':
-        guest.exec(withEnv ?? start.command, { pty: ptyOpts }, done);
-        break;
-      case 'subsystem':
-        guest.subsys(start.name, done);
-        break;
-    }
-  });
 }
 
 /** One line for the user on stderr, beside whatever the session prints. */

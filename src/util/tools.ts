@@ -9,7 +9,7 @@ export const TOOL_PACKAGES = {
   'mkfs.ext4': 'e2fsprogs',
   fallocate: 'util-linux',
   busybox: 'busybox-static',
-  dropbear: 'dropbear-bin',
+  go: 'golang-go',
   cpio: 'cpio',
   'apt-get': 'apt',
   'dpkg-deb': 'dpkg',

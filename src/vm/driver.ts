@@ -21,11 +21,14 @@ export interface VmSpec {
   /** Raw ext4 image attached as the guest's persistent disk (/dev/vda). */
   disk?: string;
   network: {
-    /** Without this, the guest can open no connection out of the VM at all. */
+    /** Without this, the guest has no network device: it can open no connection out of the VM at all. */
     allowInternet: boolean;
-    /** Make the guest's SSH port reachable from the host (see Vm.sshEndpoint). */
-    exposeSsh: boolean;
   };
+  /**
+   * Give the guest the virtio-serial port its sshvisor-agent talks on
+   * (docs/guest-protocol.md); the host side is Vm.agentSocket.
+   */
+  agent?: boolean;
   /** Kernel arguments added after the driver's own and the image's. */
   kernelArgs: string[];
   /**
@@ -99,8 +102,8 @@ export interface Vm extends EventEmitter<VmEvents> {
   readonly spec: VmSpec;
   readonly state: VmState;
   readonly pid: number | undefined;
-  /** Where the guest's SSH daemon is reachable from the host, once started with network.exposeSsh. */
-  readonly sshEndpoint: { host: string; port: number } | undefined;
+  /** The unix socket of the guest agent's channel (spec.agent), while the VM runs. */
+  readonly agentSocket: string | undefined;
   /** Resolves when the VM has exited, however that happened. */
   readonly exited: Promise<ExitInfo>;
 

@@ -49,7 +49,7 @@ describe('pre-authentication limits', { timeout: 180_000 }, () => {
   it('MaxStartups: past 3 unauthenticated connections a new one is dropped; the idle ones end at the grace time', async () => {
     const idle = [idleSocket(server.port), idleSocket(server.port), idleSocket(server.port)];
     // Each gets the server's version line: they are counted before the next opens.
-    for (const c of idle) while (!c.received().startsWith('SSH-2.0-sshvisor')) await sleep(20);
+    for (const c of idle) while (!c.received().startsWith('SSH-2.0-OpenSSH_sshvisor')) await sleep(20);
     const extra = idleSocket(server.port);
     await extra.closed;
     assert.match(extra.received(), /too many unauthenticated connections/);

@@ -155,37 +155,31 @@ describe('ssh access: claim mode, names, isolation and --max-vms 2', () => {
     assert.equal(bootsOf(server, 'bob'), 1, 'bob booted once');
   });
 
-  it("keeps a guest off the host's loopback, the gateway and other guests (restrict=on)", VM_TEST, async () => {
+  it("keeps a guest off the host's loopback, the gateway and other guests: no network device at all", VM_TEST, async () => {
     assert.ok(listener);
     const qemus = qemuProcesses(server.dataDir);
     const alice = qemus.find((p) => p.vm === 'alice');
     const bob = qemus.find((p) => p.vm === 'bob');
     assert.ok(alice && bob, `QEMU processes of alice and bob: ${JSON.stringify(qemus.map((q) => q.vm))}`);
-    assert.match(alice.netdev ?? '', /(^|,)restrict=on(,|$)/, "alice's network is restricted");
-    assert.ok(bob.sshHostPort, `bob's forwarded SSH port in ${bob.netdev}`);
+    for (const q of [alice, bob]) {
+      assert.equal(q.netdev, undefined, `${q.vm} has no network backend`);
+      assert.ok(!q.args.some((a) => a.includes('hostfwd')), `no port of ${q.vm} is forwarded to the host`);
+    }
     // Each target is reachable from the host itself, so a failure from the guest is isolation, not a dead port.
-    assert.match(await readFirstLine(bob.sshHostPort), /^SSH-2\.0-dropbear/, "bob's forward answers on the host");
-    assert.match(await readFirstLine(server.port), /^SSH-2\.0-sshvisor/, 'the gateway answers on the host');
+    assert.match(await readFirstLine(server.port), /^SSH-2\.0-/, 'the gateway answers on the host');
     assert.equal(await readFirstLine(listener.port), HostListener.GREETING, 'the listener answers on the host');
     const seenBefore = listener.connections.length;
 
-    const script = [
-      'ip route',
-      probeScript({ host: listener.port, gateway: server.port, bob: bob.sshHostPort }),
-      // Control: nc itself works, against the guest's own SSH daemon.
-      'echo "probe self rc=0 $(timeout 3 nc 127.0.0.1 22 </dev/null 2>/dev/null | head -1)"',
-    ].join('\n');
+    const script = ['ls /sys/class/net', 'ip route', probeScript({ host: listener.port, gateway: server.port })].join('\n');
     const r = await server.ssh('alice', keyA, [script]);
     assertOk(r, 'probe script in alice');
-    assert.match(r.stdout, /^default via 10\.0\.2\.2 dev eth0/m, 'the guest has a default route');
-
+    assert.equal(r.stdout.split('\n')[0], 'lo', `only a loopback interface:\n${r.stdout}`);
+    assert.doesNotMatch(r.stdout, /default via/, 'no route out');
     const probes = parseProbes(r.stdout);
-    assert.match(probes.get('self')?.out ?? '', /^SSH-2\.0-dropbear/, `nc works in the guest:\n${r.stdout}`);
-    for (const target of ['host', 'gateway', 'bob']) {
+    for (const target of ['host', 'gateway']) {
       const p = probes.get(target);
       assert.ok(p, `probe ${target} ran:\n${r.stdout}`);
       assert.equal(p.rc, 1, `alice could not connect to ${target}: ${JSON.stringify(p)}`);
-      assert.match(p.out, /can't connect|refused|timed out/i, target);
     }
     await new Promise((res) => setTimeout(res, 500));
     assert.equal(listener.connections.length, seenBefore, 'the host listener saw no connection from the guest');
@@ -296,7 +290,7 @@ describe('ssh access: --auth keys (and, as a control, --allow-internet)', () => 
   it('with --allow-internet, the same probe does reach the host (so the isolation test can fail)', VM_TEST, async () => {
     assert.ok(listener);
     const [alice] = qemuProcesses(server.dataDir);
-    assert.match(alice?.netdev ?? '', /(^|,)restrict=off(,|$)/);
+    assert.equal(alice?.netdev, 'user,id=net0', 'a user-mode network with nothing forwarded');
     const r = await server.ssh('alice', keyA, [probeScript({ host: listener.port })]);
     assertOk(r, 'probe script in alice');
     const probe = parseProbes(r.stdout).get('host');

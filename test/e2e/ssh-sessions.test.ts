@@ -159,12 +159,6 @@ describe('SSH sessions relayed into the VM', () => {
     }
   });
 
-  it('refuses -R with a clear failure on the client', async () => {
-    const r = await alice(['true'], { sshArgs: ['-o', 'ExitOnForwardFailure=yes', '-o', 'LogLevel=info', '-R', '127.0.0.1:0:localhost:22'] });
-    assert.notEqual(r.code, 0);
-    assert.match(r.stderr, /remote port forwarding failed/i);
-  });
-
   it('shares one VM between sessions of the same user', async () => {
     const [a, b] = await Promise.all([alice(['cat /proc/sys/kernel/random/boot_id']), alice(['cat /proc/sys/kernel/random/boot_id'])]);
     assert.match(a.stdout, /^[0-9a-f-]{36}\n$/);
@@ -172,8 +166,7 @@ describe('SSH sessions relayed into the VM', () => {
   });
 
   it('keeps every session when many start and end at once in one VM', async () => {
-    // Debian 12's dropbear drops a whole connection when one session's start races another's end
-    // (mkj/dropbear#321); a session already running must not go with it.
+    // All of them share the one agent connection: a session's end must never touch another's.
     const long = alice(['for i in 1 2 3 4 5 6 7 8; do echo tick-$i; sleep 1; done']);
     await new Promise((r) => setTimeout(r, 1500));
     const burst = await Promise.all(Array.from({ length: 15 }, (_, i) => alice([`echo burst-${i}`])));

@@ -42,8 +42,6 @@ export interface QemuProcess {
   args: string[];
   /** The VM name, from `-name sshvisor-NAME,...`. */
   vm: string | undefined;
-  /** Host port of `hostfwd=tcp:127.0.0.1:PORT-:22`, if any. */
-  sshHostPort: number | undefined;
   /** The `-netdev` argument, if any. */
   netdev: string | undefined;
 }
@@ -65,12 +63,10 @@ export function qemuProcesses(dataDir: string): QemuProcess[] {
       return i === -1 ? undefined : args[i + 1];
     };
     const netdev = after('-netdev');
-    const fwd = netdev?.match(/hostfwd=tcp:127\.0\.0\.1:(\d+)-:22\b/);
     found.push({
       pid: Number(entry),
       args,
       vm: after('-name')?.match(/^sshvisor-([^,]+)/)?.[1],
-      sshHostPort: fwd ? Number(fwd[1]) : undefined,
       netdev,
     });
   }

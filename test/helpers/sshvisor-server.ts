@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { freeLoopbackPort } from '../../src/vm/qemu/free-port.js';
 import { testImage } from './test-image.js';
+import { qemuProcesses } from './host-listener.js';
 
 const MAIN = resolve(import.meta.dirname, '..', '..', 'src', 'cli', 'main.js');
 
@@ -152,7 +153,14 @@ export class SshvisorServer {
       clearTimeout(timer);
     }
     // Whatever happened above, no QEMU of this test outlives it.
-    spawnSync('pkill', ['-KILL', '-f', `qemu-system-x86_64.*${this.dataDir}`]);
+    // By pid: the QEMU processes whose command line names this test's data dir.
+    for (const q of qemuProcesses(this.dataDir)) {
+      try {
+        process.kill(q.pid, 'SIGKILL');
+      } catch {
+        // gone meanwhile
+      }
+    }
     if (!options.keepFiles) rmSync(this.dir, { recursive: true, force: true });
   }
 }

@@ -29,7 +29,7 @@ export class VmFixture {
       memoryMiB: 256,
       cpus: 1,
       accel: 'tcg',
-      network: { allowInternet: false, exposeSsh: false },
+      network: { allowInternet: false },
       kernelArgs: [`sshvisor.name=${name}`],
       ...overrides,
     };

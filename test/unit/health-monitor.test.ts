@@ -4,7 +4,6 @@ import { EventEmitter } from 'node:events';
 import { pino } from 'pino';
 import { HealthMonitor, type HungInfo, type WatchedVm } from '../../src/manager/health-monitor.js';
 import type { Vm, VmStatus } from '../../src/vm/driver.js';
-import type { GuestClient } from '../../src/manager/guest-connection.js';
 
 /** A VM whose QMP answers with `runState` (or never, when undefined). */
 class FakeVm extends EventEmitter {
@@ -22,14 +21,12 @@ class FakeVm extends EventEmitter {
   }
 }
 
-/** A guest SSH connection that refuses the probe's channel at once, or holds it while `hung`. */
+/** A guest agent connection that answers a ping at once, or holds it while `hung`. */
 class FakeGuest {
   hung = false;
   held: Array<() => void> = [];
-  forwardOut(_a: string, _b: number, _c: string, _d: number, cb: (err: Error | undefined) => void): void {
-    const refuse = (): void => cb(Object.assign(new Error('(SSH) Channel open failure: Connection refused'), { reason: 2 }));
-    if (this.hung) this.held.push(refuse);
-    else refuse();
+  ping(_timeoutMs: number): Promise<void> {
+    return new Promise((answer) => (this.hung ? this.held.push(answer) : answer()));
   }
   wake(): void {
     this.hung = false;
@@ -43,7 +40,7 @@ function setup(guest?: FakeGuest, room = { again: false }) {
   let now = 0;
   const vm = new FakeVm();
   const changes: Array<[string, HungInfo | undefined]> = [];
-  const watched: WatchedVm = { name: 'bob', vm: vm as unknown as Vm, guest: guest as unknown as GuestClient };
+  const watched: WatchedVm = { name: 'bob', vm: vm as unknown as Vm, agent: guest };
   const monitor = new HealthMonitor({
     hungTimeoutSec: 10,
     logger: pino({ level: 'silent' }),
@@ -73,7 +70,7 @@ describe('health monitor', () => {
     for (let i = 0; i < 4; i++) await step(2500);
     assert.equal(monitor.hung('bob'), undefined, 'not before the timeout');
     await step(2500);
-    assert.match(monitor.hung('bob')?.reason ?? '', /^the guest has not answered over SSH for 1\d s \(no console output since it started\)$/);
+    assert.match(monitor.hung('bob')?.reason ?? '', /^the guest has not answered x\d s \(no console output since it started\)$/);
     assert.equal(changes.length, 1);
     guest.wake();
     await step(1000);

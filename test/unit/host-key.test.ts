@@ -4,7 +4,7 @@ import { execFileSync } from 'node:child_process';
 import { chmodSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { GATEWAY_KEY_FILE, HOST_KEY_FILE, loadOrCreateGatewayKey, loadOrCreateHostKey } from '../../src/ssh/host-key.js';
+import { HOST_KEY_FILE, loadOrCreateHostKey } from '../../src/ssh/host-key.js';
 import { UserError } from '../../src/util/errors.js';
 
 const root = mkdtempSync(join(tmpdir(), 'sshvisor-hostkey-'));
@@ -14,7 +14,6 @@ const freshDir = (): string => join(root, `d${n++}`);
 
 for (const [label, load, file] of [
   ['host key', loadOrCreateHostKey, HOST_KEY_FILE],
-  ['gateway key', loadOrCreateGatewayKey, GATEWAY_KEY_FILE],
 ] as const) {
   describe(label, () => {
     test('created once, the same key afterwards, 0600, readable by ssh-keygen', () => {
@@ -55,7 +54,4 @@ for (const [label, load, file] of [
   });
 }
 
-test('host and gateway keys are different keys', () => {
-  const dir = freshDir();
-  assert.notEqual(loadOrCreateHostKey(dir).fingerprint, loadOrCreateGatewayKey(dir).fingerprint);
-});
+

@@ -6,19 +6,20 @@ import type { VmSpec } from '../../src/vm/driver.js';
 const spec: VmSpec = {
   name: 'alice',
   dir: '/data/vms/alice',
-  image: { name: 'default', kernel: '/img/vmlinuz', initrd: '/img/initrd.img', append: [], ssh: true },
+  image: { name: 'default', kernel: '/img/vmlinuz', initrd: '/img/initrd.img', append: [], agent: true },
   memoryMiB: 256,
   cpus: 2,
   accel: 'tcg',
   disk: '/data/vms/alice/disk.img',
-  network: { allowInternet: false, exposeSsh: true },
+  network: { allowInternet: false },
+  agent: true,
   kernelArgs: ['sshvisor.name=alice'],
 };
-const paths = { qmpSocket: '/q.sock', consoleSocket: '/c.sock', pidFile: '/p.pid' };
+const paths = { qmpSocket: '/q.sock', consoleSocket: '/c.sock', agentSocket: '/a.sock', pidFile: '/p.pid' };
 const arg = (args: string[], flag: string, nth = 0) => args.filter((_, i) => args[i - 1] === flag)[nth];
 
 it('under TCG: legacy timers, tsc_early_khz, starts paused', () => {
-  const args = buildQemuArgs(spec, paths, { tscKhz: 2596144, sshHostPort: 40000 });
+  const args = buildQemuArgs(spec, paths, { tscKhz: 2596144 });
   assert.equal(arg(args, '-M'), 'microvm,pit=on,pic=on,rtc=on');
   assert.equal(arg(args, '-accel'), 'tcg');
   assert.ok(args.includes('-S'));
@@ -27,13 +28,21 @@ it('under TCG: legacy timers, tsc_early_khz, starts paused', () => {
   assert.equal(arg(args, '-smp'), '2');
 });
 
-it('network is restricted unless internet is allowed; ssh is forwarded to loopback only', () => {
-  const args = buildQemuArgs(spec, paths, { sshHostPort: 40000 });
-  assert.equal(arg(args, '-netdev'), 'user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:40000-:22');
-  const open = buildQemuArgs({ ...spec, network: { allowInternet: true, exposeSsh: false } }, paths);
-  assert.equal(arg(open, '-netdev'), 'user,id=net0,restrict=off');
-  const none = buildQemuArgs({ ...spec, network: { allowInternet: false, exposeSsh: false } }, paths);
+it('no NIC unless internet is allowed: the gateway reaches the guest through its agent, not a network', () => {
+  const none = buildQemuArgs(spec, paths);
   assert.ok(!none.includes('-netdev'), 'no NIC at all when nothing needs one');
+  assert.ok(!none.some((a) => a.includes('hostfwd')), 'no port of the guest is forwarded to the host');
+  const open = buildQemuArgs({ ...spec, network: { allowInternet: true } }, paths);
+  assert.equal(arg(open, '-netdev'), 'user,id=net0');
+});
+
+it("the agent's channel is a virtio-serial port named for the agent, backed by a unix socket", () => {
+  const args = buildQemuArgs(spec, paths);
+  assert.equal(arg(args, '-chardev', 1), 'socket,id=agent0,path=/a.sock,server=on,wait=off');
+  assert.ok(args.includes('virtio-serial-device,max_ports=2'));
+  assert.ok(args.includes('virtserialport,chardev=agent0,name=org.sshvisor.agent.0'));
+  const consoleOnly = buildQemuArgs({ ...spec, agent: false }, paths);
+  assert.ok(!consoleOnly.some((a) => a.includes('virtserialport')), 'a console-only guest gets no agent port');
 });
 
 it('under KVM: host CPU, no TSC hint', () => {

@@ -63,11 +63,11 @@ describe('the runtime record', () => {
   test('is read back only for its own directory and in its own format', () => {
     const dir = join(root, 'rt');
     mkdirSync(dir);
-    const spec = { name: 'alice', dir, image: { name: 'x', kernel: '/k', append: [], ssh: true }, memoryMiB: 256, cpus: 1, accel: 'tcg' as const, network: { allowInternet: false, exposeSsh: true }, kernelArgs: [] };
-    writeRuntime(dir, { pid: 42, startedAt: 1, sshHostPort: 2222, spec });
+    const spec = { name: 'alice', dir, image: { name: 'x', kernel: '/k', append: [], agent: true }, memoryMiB: 256, cpus: 1, accel: 'tcg' as const, network: { allowInternet: false }, kernelArgs: [] };
+    writeRuntime(dir, { pid: 42, startedAt: 1, spec });
     assert.deepEqual(readRuntime(dir)?.spec, spec);
     assert.equal(readRuntime(join(root, 'elsewhere')), undefined);
-    writeFileSync(join(dir, 'qemu.json'), JSON.stringify({ format: 1, pid: 42, startedAt: 1, sshHostPort: 2222, spec: { ...spec, dir: '/other' } }));
+    writeFileSync(join(dir, 'qemu.json'), JSON.stringify({ format: 1, pid: 42, startedAt: 1, spec: { ...spec, dir: '/other' } }));
     assert.equal(readRuntime(dir), undefined, 'a record copied from another VM');
     writeFileSync(join(dir, 'qemu.json'), '{');
     assert.equal(readRuntime(dir), undefined);

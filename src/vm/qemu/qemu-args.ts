@@ -3,8 +3,13 @@ import type { VmSpec } from '../driver.js';
 export interface QemuRuntimePaths {
   qmpSocket: string;
   consoleSocket: string;
+  /** Host side of the guest agent's virtio-serial port (spec.agent). */
+  agentSocket: string;
   pidFile: string;
 }
+
+/** The virtio-serial port name the guest agent looks for (docs/guest-protocol.md, Transport). */
+export const AGENT_PORT_NAME = 'org.sshvisor.agent.0';
 
 const DISK_FDSET = 1;
 
@@ -14,8 +19,6 @@ const opt = (value: string): string => value.replace(/,/g, ',,');
 export interface QemuArgsOptions {
   /** Host TSC rate, passed to the guest under TCG (see accel.ts). */
   tscKhz?: number;
-  /** Host port forwarded to the guest's SSH port, when spec.network.exposeSsh. */
-  sshHostPort?: number;
   /**
    * Root only: QEMU opens everything it needs (kernel, disk, RAM file,
    * sockets) as root, then chroots into `chroot` and becomes uid:gid before
@@ -91,11 +94,16 @@ export function buildQemuArgs(spec: VmSpec, paths: QemuRuntimePaths, opts: QemuA
       '-device', 'virtio-blk-device,drive=disk0',
     );
   }
-  if (spec.network.allowInternet || spec.network.exposeSsh) {
-    const netdev = ['user', 'id=net0', `restrict=${spec.network.allowInternet ? 'off' : 'on'}`];
-    // Forwarded ports stay reachable under restrict=on; only the guest's own outbound connections are cut.
-    if (spec.network.exposeSsh && opts.sshHostPort) netdev.push(`hostfwd=tcp:127.0.0.1:${opts.sshHostPort}-:22`);
-    args.push('-netdev', netdev.join(','), '-device', 'virtio-net-device,netdev=net0');
+  if (spec.agent) {
+    // The agent's channel: no network involved, a socket only root can open (the VM dir is 0700).
+    args.push(
+      '-chardev', `socket,id=agent0,path=${opt(paths.agentSocket)},server=on,wait=off`,
+      '-device', 'virtio-serial-device,max_ports=2',
+      '-device', `virtserialport,chardev=agent0,name=${AGENT_PORT_NAME}`,
+    );
+  }
+  if (spec.network.allowInternet) {
+    args.push('-netdev', 'user,id=net0', '-device', 'virtio-net-device,netdev=net0');
   }
   return args;
 }

@@ -19,7 +19,7 @@ export async function findLiveQemuVm(dir: string): Promise<{ spec: VmSpec; adopt
   const qmpSocket = join(dir, 'qmp.sock');
   const pid = findLiveQemu(join(dir, 'qemu.pid'), qmpSocket.replace(/,/g, ',,'));
   if (runtime && pid !== undefined && pid === runtime.pid) {
-    return { spec: runtime.spec, adoption: { pid, startedAt: runtime.startedAt, sshHostPort: runtime.sshHostPort } };
+    return { spec: runtime.spec, adoption: { pid, startedAt: runtime.startedAt } };
   }
   // A live QEMU without its runtime record cannot be driven (no spec, no SSH port): end it.
   // Wait for it to be gone: it holds the disk image's lock, which the VM's next QEMU needs.

@@ -54,7 +54,6 @@ export interface LaunchOptions {
   tscKhz?: number;
   /** Drop to this user in a chroot (qemu-jail.ts). */
   user?: VmUser;
-  sshHostPort?: number;
   /** QEMU's stderr (appended). */
   logFile: string;
   survivesGateway: boolean;
@@ -70,7 +69,7 @@ export function launchQemu(spec: VmSpec, paths: QemuRuntimePaths, o: LaunchOptio
   try {
     if (spec.disk) fds.push(openDisk(spec.disk, spec.name));
     const diskFd = spec.disk ? 4 : undefined;
-    const args = buildQemuArgs(spec, paths, { tscKhz: o.tscKhz, sshHostPort: o.sshHostPort, drop, diskFd });
+    const args = buildQemuArgs(spec, paths, { tscKhz: o.tscKhz, drop, diskFd });
     const stdio: StdioOptions = ['ignore', 'ignore', fds[0]!, spec.restoreFrom ? 'pipe' : 'ignore', ...fds.slice(1)];
     return spawnQemu(o.qemuBinary, args, { stdio, survivesGateway: o.survivesGateway });
   } finally {

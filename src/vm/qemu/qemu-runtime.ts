@@ -5,17 +5,17 @@ import type { VmSpec } from '../driver.js';
 /**
  * DATA_DIR/vms/NAME/qemu.json, written once a QEMU is running: what a later
  * gateway process needs to take it over (adopt) after this one is gone: the
- * spec it runs with (a suspend needs its memory file and mapping) and the
- * host port of its SSH forward. Removed when the VM ends.
+ * spec it runs with (a suspend needs its memory file and mapping). Removed
+ * when the VM ends. Format 1 (sshvisor before the guest agent) also carried
+ * the host port of an SSH forward; it is still read, and the port ignored.
  */
 export const RUNTIME_FILE = 'qemu.json';
 
 export interface QemuRuntime {
-  format: 1;
+  format: 1 | 2;
   pid: number;
   /** ms since the epoch */
   startedAt: number;
-  sshHostPort: number | null;
   spec: Omit<VmSpec, 'restoreFrom'>;
 }
 
@@ -23,7 +23,7 @@ export const runtimePath = (dir: string): string => join(dir, RUNTIME_FILE);
 
 export function writeRuntime(dir: string, runtime: Omit<QemuRuntime, 'format'>): void {
   const path = runtimePath(dir);
-  writeFileSync(`${path}.tmp`, JSON.stringify({ format: 1, ...runtime }) + '\n', { mode: 0o600 });
+  writeFileSync(`${path}.tmp`, JSON.stringify({ format: 2, ...runtime }) + '\n', { mode: 0o600 });
   renameSync(`${path}.tmp`, path);
 }
 
@@ -36,10 +36,9 @@ export function readRuntime(dir: string): QemuRuntime | undefined {
     return undefined;
   }
   const ok =
-    v.format === 1 &&
+    (v.format === 1 || v.format === 2) &&
     Number.isInteger(v.pid) &&
     typeof v.startedAt === 'number' &&
-    (v.sshHostPort === null || Number.isInteger(v.sshHostPort)) &&
     typeof v.spec === 'object' &&
     v.spec !== null &&
     typeof v.spec.dir === 'string' &&

@@ -5,7 +5,6 @@ import { join } from 'node:path';
 import { UserError } from '../../util/errors.js';
 import { ensurePrivateDir } from '../../util/paths.js';
 import type { ExitInfo, Vm, VmEvents, VmSpec, VmState, VmStatus } from '../driver.js';
-import { freeLoopbackPort } from './free-port.js';
 import type { QemuRuntimePaths } from './qemu-args.js';
 import { QmpClient, type QmpEvent } from './qmp-client.js';
 import { adoptQemu, launchQemu, type QemuProcess } from './qemu-process.js';
@@ -33,7 +32,6 @@ export interface QemuVmOptions {
 export interface Adoption {
   pid: number;
   startedAt: number;
-  sshHostPort: number | null;
 }
 
 export class QemuVm extends EventEmitter<VmEvents> implements Vm {
@@ -52,7 +50,7 @@ export class QemuVm extends EventEmitter<VmEvents> implements Vm {
   private exitInfo?: ExitInfo;
   private startedAt?: Date;
   private resolveExited!: (info: ExitInfo) => void;
-  private _sshEndpoint?: { host: string; port: number };
+  private _agentSocket?: string;
   readonly paths: QemuRuntimePaths & { stderrLog: string };
 
   constructor(
@@ -66,6 +64,7 @@ export class QemuVm extends EventEmitter<VmEvents> implements Vm {
     this.paths = {
       qmpSocket: join(spec.dir, 'qmp.sock'),
       consoleSocket: join(spec.dir, 'console.sock'),
+      agentSocket: join(spec.dir, 'agent.sock'),
       pidFile: join(spec.dir, 'qemu.pid'),
       stderrLog: join(spec.dir, 'qemu.stderr.log'),
     };
@@ -81,8 +80,8 @@ export class QemuVm extends EventEmitter<VmEvents> implements Vm {
   get pid(): number | undefined {
     return this.proc?.pid;
   }
-  get sshEndpoint(): { host: string; port: number } | undefined {
-    return this._sshEndpoint;
+  get agentSocket(): string | undefined {
+    return this._agentSocket;
   }
 
   async start(): Promise<void> {
@@ -91,8 +90,7 @@ export class QemuVm extends EventEmitter<VmEvents> implements Vm {
     if (this.adoption) return this.takeOver(this.adoption);
     ensurePrivateDir(this.spec.dir);
     this.removeRuntimeFiles();
-    const sshHostPort = this.spec.network.exposeSsh ? await freeLoopbackPort() : undefined;
-    this.proc = launchQemu(this.spec, this.paths, { ...this.opts, sshHostPort, logFile: this.paths.stderrLog, survivesGateway: this.survives });
+    this.proc = launchQemu(this.spec, this.paths, { ...this.opts, logFile: this.paths.stderrLog, survivesGateway: this.survives });
     this.proc.onExit((code, signal) => this.onExit(code, signal));
 
     try {
@@ -104,7 +102,7 @@ export class QemuVm extends EventEmitter<VmEvents> implements Vm {
       // Before the guest runs: a later gateway must never find it running without this record.
       if (this.survives && this.proc.pid) {
         const { restoreFrom: _, ...spec } = this.spec;
-        writeRuntime(this.spec.dir, { pid: this.proc.pid, startedAt: this.startedAt.getTime(), sshHostPort: sshHostPort ?? null, spec });
+        writeRuntime(this.spec.dir, { pid: this.proc.pid, startedAt: this.startedAt.getTime(), spec });
       }
       await this.qmp!.execute('cont');
     } catch (err) {
@@ -112,7 +110,7 @@ export class QemuVm extends EventEmitter<VmEvents> implements Vm {
       const why = this.stderrTail() || (err as Error).message;
       throw new UserError(`VM ${this.name} failed to start: ${why}`);
     }
-    if (sshHostPort) this._sshEndpoint = { host: '127.0.0.1', port: sshHostPort };
+    if (this.spec.agent) this._agentSocket = this.paths.agentSocket;
     this.setState('running');
   }
 
@@ -133,7 +131,7 @@ export class QemuVm extends EventEmitter<VmEvents> implements Vm {
       if (!this.exitInfo) await this.kill();
       throw new UserError(`VM ${this.name} could not be taken over: ${(err as Error).message}`);
     }
-    if (a.sshHostPort) this._sshEndpoint = { host: '127.0.0.1', port: a.sshHostPort };
+    if (this.spec.agent) this._agentSocket = this.paths.agentSocket;
     this.startedAt = new Date(a.startedAt);
     this.setState(status === 'running' ? 'running' : 'paused');
   }
@@ -298,14 +296,14 @@ export class QemuVm extends EventEmitter<VmEvents> implements Vm {
     this.qmp?.close();
     this.consoleSocket?.destroy();
     this.removeRuntimeFiles();
-    this._sshEndpoint = undefined;
+    this._agentSocket = undefined;
     this.setState('exited');
     this.emit('exit', this.exitInfo);
     this.resolveExited(this.exitInfo);
   }
 
   private removeRuntimeFiles(): void {
-    for (const f of [this.paths.qmpSocket, this.paths.consoleSocket, this.paths.pidFile, runtimePath(this.spec.dir)]) rmSync(f, { force: true });
+    for (const f of [this.paths.qmpSocket, this.paths.consoleSocket, this.paths.agentSocket, this.paths.pidFile, runtimePath(this.spec.dir)]) rmSync(f, { force: true });
     // After the privilege drop QEMU can remove none of these itself; the jail goes with them.
     removeJail(this.spec.dir);
   }

@@ -1,0 +1,115 @@
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, spawnSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { SshvisorServer, runProgram } from '../helpers/sshvisor-server.js';
+import { HostListener } from '../helpers/host-listener.js';
+import { AGENT_CHILDREN } from '../helpers/guest-probes.js';
+
+/**
+ * What users get from sshvisor's own guest agent (docs/guest-protocol.md)
+ * that the guest's dropbear could not give: real VMs, the real OpenSSH
+ * client, one VM shared by the cases.
+ */
+describe('sessions through the guest agent', () => {
+  let server: SshvisorServer;
+  let key: string;
+  const alice = (cmd: string[], opts?: Parameters<SshvisorServer['ssh']>[3]) => server.ssh('alice', key, cmd, opts);
+
+  before(async () => {
+    server = await new SshvisorServer().start();
+    key = server.makeKey('alice');
+    assert.equal((await alice(['true'], { timeoutMs: 180_000 })).code, 0, 'alice boots');
+  });
+  after(() => server.stop());
+
+  it('runs a 100,000-byte command, byte for byte', async () => {
+    const word = randomBytes(50_000).toString('hex');
+    const r = await alice([`printf %s ${word} | wc -c; printf %s ${word} | md5sum`]);
+    assert.equal(r.code, 0, r.stderr);
+    const md5 = spawnSync('md5sum', { input: word, encoding: 'utf8' }).stdout.split(' ')[0];
+    assert.equal(r.stdout, `100000\n${md5}  -\n`);
+  });
+
+  it('passes bytes that are not UTF-8 through, in the command and in SetEnv', async () => {
+    // $'caf\xe9' as ssh would send it: the argument is raw bytes, not text.
+    const r = spawnSync('ssh', [...server.sshOptions(key), '-p', String(server.port), '-o', 'SetEnv=LATIN=caf\xe9', 'alice@127.0.0.1', Buffer.from('printf %s caf\xe9 "$LATIN" | od -An -tx1', 'latin1').toString('latin1')], { encoding: 'buffer' });
+    assert.equal(r.status, 0, r.stderr.toString());
+    assert.equal(r.stdout.toString().trim().replace(/\s+/g, ' '), '63 61 66 e9 63 61 66 e9');
+  });
+
+  it('`ssh alice@host yes | head -1` returns, and nothing is left running in the guest', async () => {
+    const r = await runProgram('sh', ['-c', `ssh ${server.sshOptions(key).map((a) => `'${a}'`).join(' ')} -p ${server.port} alice@127.0.0.1 yes | head -1`], { timeoutMs: 30_000 });
+    assert.equal(r.stdout, 'y\n');
+    assert.equal(r.signal, null, 'returned by itself');
+    const left = await alice(['pidof yes || echo none']);
+    assert.equal(left.stdout, 'none\n');
+  });
+
+  it('delivers what background jobs write before they close their output, as sshd does', async () => {
+    const r = await alice(['(sleep 0.5; echo late) & echo early']);
+    assert.equal(r.code, 0);
+    assert.equal(r.stdout, 'early\nlate\n');
+  });
+
+  it('forwards the agent with ssh -A: ssh-add -l in the guest lists the user\'s keys', async () => {
+    const agent = spawnSync('ssh-agent', ['-s'], { encoding: 'utf8' });
+    const sock = /SSH_AUTH_SOCK=([^;]+);/.exec(agent.stdout)?.[1];
+    const pid = Number(/SSH_AGENT_PID=(\d+);/.exec(agent.stdout)?.[1]);
+    assert.ok(sock && pid, agent.stdout);
+    try {
+      const env = { ...process.env, SSH_AUTH_SOCK: sock };
+      assert.equal(spawnSync('ssh-add', [key], { env }).status, 0);
+      const fingerprint = spawnSync('ssh-keygen', ['-lf', `${key}.pub`], { encoding: 'utf8' }).stdout.split(' ')[1];
+      const r = await runProgram('ssh', [...server.sshOptions(key), '-p', String(server.port), '-A', 'alice@127.0.0.1', 'ssh-add -l; echo "sock=$SSH_AUTH_SOCK"'], { env });
+      assert.equal(r.code, 0, r.stderr);
+      assert.ok(fingerprint && r.stdout.includes(fingerprint), `the guest lists ${fingerprint}:\n${r.stdout}`);
+      assert.match(r.stdout, /^sock=\/tmp\/ssh-[^/]+\/agent\.\d+$/m);
+      // Without -A there is no agent in the guest.
+      const without = await runProgram('ssh', [...server.sshOptions(key), '-p', String(server.port), 'alice@127.0.0.1', 'echo "sock=$SSH_AUTH_SOCK"'], { env });
+      assert.equal(without.stdout, 'sock=\n');
+    } finally {
+      process.kill(pid, 'SIGTERM');
+    }
+  });
+
+  it('ssh -R listens inside the VM and reaches the client side; nothing listens on the host', async () => {
+    const listener = await HostListener.start();
+    try {
+      const r = await alice(['echo | nc 127.0.0.1 9000'], { sshArgs: ['-o', 'ExitOnForwardFailure=yes', '-R', `9000:127.0.0.1:${listener.port}`] });
+      assert.equal(r.code, 0, r.stderr);
+      assert.equal(r.stdout, `${HostListener.GREETING}\n`);
+      assert.equal(listener.connections.length, 1);
+      const hostSide = spawnSync('ss', ['-Hltn', 'sport = :9000'], { encoding: 'utf8' });
+      assert.equal(hostSide.stdout.trim(), '', 'no listener on the host');
+    } finally {
+      await listener.close();
+    }
+  });
+
+  it('hangs up a pty session whose client went away, and only its own processes', async () => {
+    const tty = spawn('ssh', [...server.sshOptions(key), '-p', String(server.port), '-tt', 'alice@127.0.0.1', 'echo $$ > /tmp/ptysh; sleep 1000'], { stdio: ['pipe', 'pipe', 'pipe'] });
+    try {
+      let pid = '';
+      for (let i = 0; i < 100 && !/^\d+\n$/.test(pid); i++) {
+        await new Promise((r) => setTimeout(r, 200));
+        pid = (await alice(['cat /tmp/ptysh 2>/dev/null'])).stdout;
+      }
+      assert.match(pid, /^\d+\n$/, 'the pty session started');
+      const detached = await alice(['setsid sleep 1000 > /dev/null 2>&1 < /dev/null & echo $!']);
+      tty.kill('SIGKILL');
+      let alive = 'yes';
+      for (let i = 0; i < 50 && alive !== 'no\n'; i++) {
+        await new Promise((r) => setTimeout(r, 200));
+        alive = (await alice([`kill -0 ${pid.trim()} 2>/dev/null && echo yes || echo no`])).stdout;
+      }
+      assert.equal(alive, 'no\n', 'the pty session was hung up');
+      const still = await alice([`kill -0 ${detached.stdout.trim()} && echo alive; kill ${detached.stdout.trim()}`]);
+      assert.equal(still.stdout, 'alive\n', 'a detached process of another session lives on');
+      const children = await alice([AGENT_CHILDREN]);
+      assert.equal(children.stdout.trim(), '1', 'nothing else of the sessions is left');
+    } finally {
+      tty.kill('SIGKILL');
+    }
+  });
+});
