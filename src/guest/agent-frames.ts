@@ -146,6 +146,7 @@ export function checkHeader(buf: Buffer, offset = 0): FrameHeader {
  */
 export class FrameDecoder {
   private chunks: Buffer[] = [];
+  private head = 0;
   private total = 0;
   private header: FrameHeader | undefined;
 
@@ -175,26 +176,38 @@ export class FrameDecoder {
 
   private take(n: number): Buffer {
     if (n === 0) return Buffer.alloc(0);
-    const first = this.chunks[0]!;
+    const first = this.chunks[this.head]!;
     let out: Buffer;
     if (first.length >= n) {
       out = first.subarray(0, n);
-      if (first.length === n) this.chunks.shift();
-      else this.chunks[0] = first.subarray(n);
+      if (first.length === n) this.advance();
+      else this.chunks[this.head] = first.subarray(n);
     } else {
       out = Buffer.allocUnsafe(n);
       let got = 0;
       while (got < n) {
-        const c = this.chunks[0]!;
+        const c = this.chunks[this.head]!;
         const k = Math.min(c.length, n - got);
         c.copy(out, got, 0, k);
         got += k;
-        if (k === c.length) this.chunks.shift();
-        else this.chunks[0] = c.subarray(k);
+        if (k === c.length) this.advance();
+        else this.chunks[this.head] = c.subarray(k);
       }
     }
     this.total -= n;
     return out;
+  }
+
+  // Drop the head chunk; the array is compacted now and then (shift() would make tiny chunks quadratic).
+  private advance(): void {
+    this.head++;
+    if (this.head === this.chunks.length) {
+      this.chunks = [];
+      this.head = 0;
+    } else if (this.head >= 1024 && this.head * 2 >= this.chunks.length) {
+      this.chunks = this.chunks.slice(this.head);
+      this.head = 0;
+    }
   }
 }
 
