@@ -202,7 +202,8 @@ export class WindowedReadable extends Readable {
   override _read(): void {
     this.onRead();
   }
-  override read(size?: number): unknown {
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any -- Readable.read's own type
+  override read(size?: number): any {
     const r: unknown = super.read(size);
     this.onRead();
     return r;
@@ -265,7 +266,8 @@ export class AgentStream extends Duplex {
   override _read(): void {
     this.core.consumed();
   }
-  override read(size?: number): unknown {
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any -- Readable.read's own type
+  override read(size?: number): any {
     const r: unknown = super.read(size);
     this.core.consumed();
     return r;
