@@ -181,21 +181,24 @@ func (s *stream) consumed(n int) {
 	s.send(protocol.TypeWindow, protocol.Window(uint32(n)))
 }
 
-// close ends our side: CLOSE is sent (once), the resources are let go, and
-// the stream leaves the table once the gateway has sent its CLOSE too.
+// close ends our side: the resources are let go, then CLOSE is sent (once),
+// and the stream leaves the table once the gateway has sent its CLOSE too.
 func (s *stream) close() {
+	s.mu.Lock()
+	s.dead = true
+	s.cond.Broadcast()
+	h := s.h
+	s.mu.Unlock()
+	if h != nil {
+		h.hangup()
+	}
 	s.mu.Lock()
 	if !s.sentClose {
 		s.a.out.push(s.gen, protocol.Encode(protocol.TypeClose, s.id, nil))
 		s.sentClose = true
 	}
-	s.dead = true
-	s.cond.Broadcast()
-	h, done := s.h, s.gotClose
+	done := s.gotClose
 	s.mu.Unlock()
-	if h != nil {
-		h.hangup()
-	}
 	if done {
 		s.a.remove(s)
 	}
