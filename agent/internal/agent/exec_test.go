@@ -230,3 +230,11 @@ func indexOf(xs []string, x string) int {
 	}
 	return -1
 }
+
+func TestSignalNames(t *testing.T) {
+	for s, want := range map[syscall.Signal]string{syscall.SIGSEGV: "SEGV", syscall.SIGBUS: "BUS", 34: "RTMIN+0", 40: "RTMIN+6"} {
+		if got := signalName(s); got != want {
+			t.Errorf("%d: %q, want %q", s, got, want)
+		}
+	}
+}

@@ -3,34 +3,48 @@ package agent
 import (
 	"os"
 	"os/signal"
+	"strconv"
 	"syscall"
 )
 
-// exitSignalNames are the names sshd's sig2name knows; any other signal is
-// reported as "SIG@openssh.com", exactly as sshd reports it.
-var exitSignalNames = map[syscall.Signal]string{
-	syscall.SIGABRT: "ABRT", syscall.SIGALRM: "ALRM", syscall.SIGFPE: "FPE",
-	syscall.SIGHUP: "HUP", syscall.SIGILL: "ILL", syscall.SIGINT: "INT",
-	syscall.SIGKILL: "KILL", syscall.SIGPIPE: "PIPE", syscall.SIGQUIT: "QUIT",
-	syscall.SIGSEGV: "SEGV", syscall.SIGTERM: "TERM", syscall.SIGUSR1: "USR1",
-	syscall.SIGUSR2: "USR2",
+// requestSignals are the names the `signal` stream request may carry (the
+// doc's list, which is RFC 4254's).
+var requestSignals = map[string]syscall.Signal{
+	"ABRT": syscall.SIGABRT, "ALRM": syscall.SIGALRM, "FPE": syscall.SIGFPE,
+	"HUP": syscall.SIGHUP, "ILL": syscall.SIGILL, "INT": syscall.SIGINT,
+	"KILL": syscall.SIGKILL, "PIPE": syscall.SIGPIPE, "QUIT": syscall.SIGQUIT,
+	"SEGV": syscall.SIGSEGV, "TERM": syscall.SIGTERM, "USR1": syscall.SIGUSR1,
+	"USR2": syscall.SIGUSR2,
 }
 
+// otherSignalNames name the rest of Linux's signals for EXIT. (sshd would
+// say "SIG@openssh.com" for these; the gateway wants a plain name and maps
+// what the SSH protocol cannot carry itself.)
+var otherSignalNames = map[syscall.Signal]string{
+	syscall.SIGBUS: "BUS", syscall.SIGCHLD: "CHLD", syscall.SIGCONT: "CONT",
+	syscall.SIGIO: "IO", syscall.SIGPROF: "PROF", syscall.SIGPWR: "PWR",
+	syscall.SIGSTKFLT: "STKFLT", syscall.SIGSTOP: "STOP", syscall.SIGSYS: "SYS",
+	syscall.SIGTRAP: "TRAP", syscall.SIGTSTP: "TSTP", syscall.SIGTTIN: "TTIN",
+	syscall.SIGTTOU: "TTOU", syscall.SIGURG: "URG", syscall.SIGVTALRM: "VTALRM",
+	syscall.SIGWINCH: "WINCH", syscall.SIGXCPU: "XCPU", syscall.SIGXFSZ: "XFSZ",
+}
+
+// signalName is the name of s without "SIG" (real-time signals are
+// "RTMIN+n", as kill -l says).
 func signalName(s syscall.Signal) string {
-	if n, ok := exitSignalNames[s]; ok {
+	for n, x := range requestSignals {
+		if x == s {
+			return n
+		}
+	}
+	if n, ok := otherSignalNames[s]; ok {
 		return n
 	}
-	return "SIG@openssh.com"
-}
-
-// requestSignals is the reverse map, for the `signal` stream request.
-var requestSignals = func() map[string]syscall.Signal {
-	m := map[string]syscall.Signal{}
-	for s, n := range exitSignalNames {
-		m[n] = s
+	if s >= 34 && s <= 64 {
+		return "RTMIN+" + strconv.Itoa(int(s)-34)
 	}
-	return m
-}()
+	return "UNKNOWN" + strconv.Itoa(int(s))
+}
 
 // ResetSignals makes sure the agent's children start with default signal
 // dispositions. Exec resets caught signals to SIG_DFL but keeps ignored ones

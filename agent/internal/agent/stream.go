@@ -25,14 +25,14 @@ type stream struct {
 	id  uint32
 	gen uint64
 
-	mu       sync.Mutex
-	cond     *sync.Cond
-	h        handler
-	sendWin  int64    // bytes we may still send
-	recvLeft int64    // bytes the gateway may still send
-	in       [][]byte // bytes from the gateway not yet consumed
-	inEOF    bool
-	dead     bool // hung up or closed: everything stops
+	mu                  sync.Mutex
+	cond                *sync.Cond
+	h                   handler
+	sendWin             int64    // bytes we may still send
+	recvLeft            int64    // bytes the gateway may still send
+	in                  [][]byte // bytes from the gateway not yet consumed
+	inEOF               bool
+	dead                bool // hung up or closed: everything stops
 	sentClose, gotClose bool
 	// Agent-opened streams wait for the gateway's OPEN_OK / OPEN_FAIL.
 	pending bool

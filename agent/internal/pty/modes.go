@@ -43,11 +43,11 @@ var flagModes = map[byte]flagMode{
 	30: {iflag, 0o4}, 31: {iflag, 0o10}, 32: {iflag, 0o20}, 33: {iflag, 0o40}, // IGNPAR PARMRK INPCK ISTRIP
 	34: {iflag, 0o100}, 35: {iflag, 0o200}, 36: {iflag, 0o400}, 37: {iflag, 0o1000}, // INLCR IGNCR ICRNL IUCLC
 	38: {iflag, 0o2000}, 39: {iflag, 0o4000}, 40: {iflag, 0o10000}, 41: {iflag, 0o20000}, // IXON IXANY IXOFF IMAXBEL
-	42: {iflag, 0o40000}, // IUTF8
+	42: {iflag, 0o40000},                                                    // IUTF8
 	50: {lflag, 0o1}, 51: {lflag, 0o2}, 52: {lflag, 0o4}, 53: {lflag, 0o10}, // ISIG ICANON XCASE ECHO
 	54: {lflag, 0o20}, 55: {lflag, 0o40}, 56: {lflag, 0o100}, 57: {lflag, 0o200}, // ECHOE ECHOK ECHONL NOFLSH
 	58: {lflag, 0o400}, 59: {lflag, 0o100000}, 60: {lflag, 0o1000}, 61: {lflag, 0o4000}, // TOSTOP IEXTEN ECHOCTL ECHOKE
-	62: {lflag, 0o40000}, // PENDIN
+	62: {lflag, 0o40000},                                                    // PENDIN
 	70: {oflag, 0o1}, 71: {oflag, 0o2}, 72: {oflag, 0o4}, 73: {oflag, 0o10}, // OPOST OLCUC ONLCR OCRNL
 	74: {oflag, 0o20}, 75: {oflag, 0o40}, // ONOCR ONLRET
 	90: {cflag, 0o40}, 91: {cflag, 0o60}, 92: {cflag, 0o400}, 93: {cflag, 0o1000}, // CS7 CS8 PARENB PARODD
