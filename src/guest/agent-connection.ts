@@ -9,7 +9,7 @@
 import { EventEmitter } from 'node:events';
 import type { Duplex } from 'node:stream';
 import { connectUnix } from '../util/unix-socket.js';
-import { AGENT_STREAM_ID_MIN, encodeFrame, FrameDecoder, FrameError, FrameType, MAX_OPEN_PAYLOAD, MAX_PAYLOAD } from './agent-frames.js';
+import { AGENT_STREAM_ID_MIN, encodeFrame, FrameDecoder, FrameError, FrameType, MAX_OPEN_PAYLOAD, MAX_PAYLOAD, STREAM_WINDOW } from './agent-frames.js';
 import { handshake, HandshakeRefused, type AgentHello } from './agent-handshake.js';
 import { buildExecOpen, buildRequest, buildTcpOpen, openFailJson, openOkJson, parsePayload, responseJson, type OpenOkJson } from './agent-messages.js';
 import { dispatchFrame, type Entry, type DispatchContext } from './agent-dispatch.js';
@@ -33,6 +33,8 @@ export interface AgentListener {
 }
 
 const CONNECT_RETRY_MS = 50;
+/** Bytes of unsent frames (besides a window per stream) past which the gateway stops reading the agent. */
+const WRITE_BUFFER_BASE = 4 * 1024 * 1024;
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms).unref());
 
 /**
@@ -61,9 +63,9 @@ export class AgentConnection extends EventEmitter {
    */
   static async connect(socketPath: string, opts: { deadline: number; abort?: Promise<unknown>; log?: AgentLog }): Promise<AgentConnection> {
     let aborted = false;
-    opts.abort?.then(
-      () => (aborted = true),
-      () => (aborted = true),
+    const abort = opts.abort?.then(
+      () => void (aborted = true),
+      () => void (aborted = true),
     );
     let last = 'not tried';
     for (;;) {
@@ -74,11 +76,11 @@ export class AgentConnection extends EventEmitter {
         sock = await connectUnix(socketPath);
       } catch (e) {
         last = (e as NodeJS.ErrnoException).code ?? (e as Error).message;
-        await Promise.race([sleep(CONNECT_RETRY_MS), opts.abort]);
+        await Promise.race([sleep(CONNECT_RETRY_MS), abort]);
         continue;
       }
       try {
-        const { hello, rest } = await handshake(sock, opts.deadline, opts.abort);
+        const { hello, rest } = await handshake(sock, opts.deadline, abort);
         opts.log?.info?.({ socketPath, agent: hello.agent, version: hello.version }, 'guest agent connected');
         return new AgentConnection(sock, hello, rest, opts.log);
       } catch (e) {
@@ -86,7 +88,7 @@ export class AgentConnection extends EventEmitter {
         if (e instanceof HandshakeRefused) throw e;
         last = (e as Error).message;
         if (aborted || Date.now() >= opts.deadline) throw new Error(`guest agent at ${socketPath}: ${last}`);
-        await Promise.race([sleep(CONNECT_RETRY_MS), opts.abort]);
+        await Promise.race([sleep(CONNECT_RETRY_MS), abort]);
       }
     }
   }
@@ -216,10 +218,10 @@ export class AgentConnection extends EventEmitter {
    * decoder (≤ 12 + 1,048,576 between reads), open stream ids, streams the
    * agent opened, and the largest unread byte count of any stream (≤ 262,144).
    */
-  stats(): { decoderBytes: number; streams: number; agentStreams: number; maxStreamBufferedBytes: number } {
+  stats(): { decoderBytes: number; writeBufferBytes: number; streams: number; agentStreams: number; maxStreamBufferedBytes: number } {
     let max = 0;
     for (const e of this.entries.values()) if (e.kind !== 'opening') max = Math.max(max, e.core.bufferedBytes);
-    return { decoderBytes: this.decoder.bufferedBytes, streams: this.entries.size, agentStreams: this.ctx.agentStreams, maxStreamBufferedBytes: max };
+    return { decoderBytes: this.decoder.bufferedBytes, writeBufferBytes: this.socket.writableLength, streams: this.entries.size, agentStreams: this.ctx.agentStreams, maxStreamBufferedBytes: max };
   }
 
   /** End the connection: the socket is closed, pending requests and opens reject, every stream ends. */
@@ -283,6 +285,12 @@ export class AgentConnection extends EventEmitter {
   private onBytes(chunk: Buffer): void {
     if (!this.open) return;
     this.decoder.push(chunk);
+    // An agent that does not read what we answer (OPEN_FAIL, CLOSE, WINDOW) would grow our
+    // write buffer: past a bound, stop reading from it until the socket drains.
+    if (this.socket.writableLength > WRITE_BUFFER_BASE + STREAM_WINDOW * this.entries.size && !this.socket.isPaused()) {
+      this.socket.pause();
+      this.socket.once('drain', () => this.socket.resume());
+    }
     try {
       for (;;) {
         if (!this.open) return;

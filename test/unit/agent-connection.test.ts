@@ -383,3 +383,30 @@ it('the connection ends when the agent hangs up: streams end, exit is undefined'
   assert.equal(await p.exit, undefined);
   await p.closed;
 });
+
+it('stops reading an agent that leaves its answers unread, and goes on once it reads', async () => {
+  const { conn, agent } = await setup();
+  agent.sock.pause();
+  const open = Buffer.concat(
+    Array.from({ length: 1000 }, (_, i) => encodeFrame(FrameType.OPEN, 0x8000_0000 + i, Buffer.from('{"kind":"auth-agent","session":1}'))),
+  );
+  let sent = 0;
+  await new Promise<void>((resolve) => {
+    const go = () => {
+      while (sent < 400) {
+        sent++;
+        if (!agent.sock.write(open)) return void agent.sock.once('drain', go);
+      }
+      resolve();
+    };
+    go();
+    setTimeout(resolve, 1500); // the gateway stopped reading: our writes stall too
+  });
+  await tick(100);
+  const s = conn.stats();
+  assert.ok(s.writeBufferBytes < 5 * 1024 * 1024, `${s.writeBufferBytes}`);
+  assert.equal(conn.isOpen, true);
+  agent.sock.resume();
+  await conn.ping(5000);
+  assert.equal(conn.isOpen, true);
+});
