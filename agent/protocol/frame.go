@@ -75,9 +75,9 @@ func maxPayloadFor(typ byte) (min, max int, ok bool) {
 	switch typ {
 	case TypeHello:
 		return HelloSize, HelloSize, true
-	case TypeRequest, TypeOpen, TypeOpenOK, TypeOpenFail, TypeStreamRequest:
+	case TypeOpen:
 		return 0, MaxPayload, true
-	case TypeData:
+	case TypeRequest, TypeOpenOK, TypeOpenFail, TypeStreamRequest, TypeData:
 		return 0, MaxData, true
 	case TypeWindow:
 		return 4, 4, true

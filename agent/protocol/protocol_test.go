@@ -86,6 +86,7 @@ func TestRejections(t *testing.T) {
 		"agent's type":   Encode(TypeExit, 1, []byte("{}")),
 		"data too long":  Encode(TypeData, 1, make([]byte, MaxData+1)),
 		"open too long":  Encode(TypeOpen, 1, make([]byte, MaxPayload+1)),
+		"request long":   Encode(TypeRequest, 0, make([]byte, MaxData+1)),
 		"window size":    Encode(TypeWindow, 1, []byte{0, 0, 1}),
 		"data stream 0":  Encode(TypeData, 0, []byte("x")),
 		"request on 5":   Encode(TypeRequest, 5, []byte("{}")),

@@ -30,7 +30,8 @@ type Agent struct {
 	out     *writer
 
 	mu          sync.Mutex
-	gen         uint64 // connection generation: bumped by HELLO and end of file
+	slots       *sync.Cond // signalled when an agent-opened stream ends
+	gen         uint64     // connection generation: bumped by HELLO and end of file
 	streams     map[uint32]*stream
 	agentOpened int
 	nextID      uint32
@@ -40,7 +41,9 @@ type Agent struct {
 // New returns an agent that reports version in HELLO_ACK and logs (rarely)
 // to logger.
 func New(version string, logger *log.Logger) *Agent {
-	return &Agent{version: version, logger: logger, streams: map[uint32]*stream{}, nextID: protocol.FirstAgentStream}
+	a := &Agent{version: version, logger: logger, streams: map[uint32]*stream{}, nextID: protocol.FirstAgentStream}
+	a.slots = sync.NewCond(&a.mu)
+	return a
 }
 
 // Serve reads frames from rw until it fails. At end of file the streams are
@@ -139,7 +142,7 @@ func (a *Agent) dispatch(f protocol.Frame) error {
 		if err != nil {
 			return err
 		}
-		s.addWindow(n)
+		return s.addWindow(n)
 	case protocol.TypeEOF:
 		s.inputEOF()
 	case protocol.TypeClose:
@@ -188,6 +191,7 @@ func (a *Agent) disconnect() {
 	a.agentOpened = 0
 	a.gen++
 	gen := a.gen
+	a.slots.Broadcast()
 	a.mu.Unlock()
 	a.out.newConnection(gen)
 	for _, s := range old {
@@ -214,6 +218,7 @@ func (a *Agent) remove(s *stream) {
 		if s.id >= protocol.FirstAgentStream {
 			a.agentOpened--
 		}
+		a.slots.Broadcast()
 	}
 	a.mu.Unlock()
 }
@@ -277,12 +282,30 @@ func failFrame(id uint32, reason string) []byte {
 	return protocol.Encode(protocol.TypeOpenFail, id, mustJSON(protocol.ErrorPayload{Error: reason}))
 }
 
-// openAgentStream opens a stream from the agent's side (tcp-accepted,
-// auth-agent) and waits for the gateway's answer; nil means refused, over
-// the limits, or the connection is gone.
-func (a *Agent) openAgentStream(gen uint64, o protocol.Open) *stream {
+// waitSlot blocks while the agent has as many streams of its own open as
+// the gateway accepts (or as many streams as it accepts itself), so that
+// further connections wait in the listen backlog. It returns false once the
+// connection gen is over or alive() says the opener is gone. Callers hold a.mu.
+func (a *Agent) waitSlotLocked(gen uint64, alive func() bool) bool {
+	for gen == a.gen && alive() && (len(a.streams) >= MaxStreams || a.agentOpened >= MaxAgentOpened) {
+		a.slots.Wait()
+	}
+	return gen == a.gen && alive()
+}
+
+// waitSlot is waitSlotLocked for accept loops, before they accept.
+func (a *Agent) waitSlot(gen uint64, alive func() bool) bool {
 	a.mu.Lock()
-	if gen != a.gen || len(a.streams) >= MaxStreams || a.agentOpened >= MaxAgentOpened {
+	defer a.mu.Unlock()
+	return a.waitSlotLocked(gen, alive)
+}
+
+// openAgentStream opens a stream from the agent's side (tcp-accepted,
+// auth-agent) and waits for the gateway's answer; nil means refused, or the
+// connection or the opener (alive) is gone.
+func (a *Agent) openAgentStream(gen uint64, alive func() bool, o protocol.Open) *stream {
+	a.mu.Lock()
+	if !a.waitSlotLocked(gen, alive) {
 		a.mu.Unlock()
 		return nil
 	}
@@ -303,4 +326,11 @@ func (a *Agent) openAgentStream(gen uint64, o protocol.Open) *stream {
 		return nil
 	}
 	return s
+}
+
+// wakeSlots lets waiters re-check alive() (an opener was hung up).
+func (a *Agent) wakeSlots() {
+	a.mu.Lock()
+	a.slots.Broadcast()
+	a.mu.Unlock()
 }

@@ -56,13 +56,17 @@ func newAuthSocket(session *stream) (*authSocket, error) {
 // serve accepts until close; each connection waits for the gateway to take
 // the auth-agent stream.
 func (a *authSocket) serve() {
+	alive := func() bool { return !a.session.isDead() }
 	for {
+		if !a.session.a.waitSlot(a.session.gen, alive) {
+			return
+		}
 		c, err := a.l.AcceptUnix()
 		if err != nil {
 			return
 		}
 		go func() {
-			s := a.session.a.openAgentStream(a.session.gen, protocol.Open{Kind: "auth-agent", Session: a.session.id})
+			s := a.session.a.openAgentStream(a.session.gen, alive, protocol.Open{Kind: "auth-agent", Session: a.session.id})
 			if s == nil {
 				c.Close()
 				return
@@ -77,5 +81,6 @@ func (a *authSocket) close() {
 	a.once.Do(func() {
 		a.l.Close()
 		os.RemoveAll(a.dir)
+		a.session.a.wakeSlots()
 	})
 }

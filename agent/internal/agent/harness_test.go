@@ -39,6 +39,8 @@ type gw struct {
 	opens []uint32 // agent-opened streams, in order
 	// refuseOpens makes the fake gateway answer OPEN_FAIL to the agent.
 	refuseOpens bool
+	// holdOpens leaves the agent's OPENs unanswered.
+	holdOpens bool
 	done        chan error
 }
 
@@ -137,7 +139,9 @@ func (g *gw) handle(typ byte, id uint32, p []byte) {
 	case protocol.TypeOpen:
 		s.open = p
 		g.opens = append(g.opens, id)
-		if g.refuseOpens {
+		if g.holdOpens {
+			// no answer yet
+		} else if g.refuseOpens {
 			go g.sendJSON(protocol.TypeOpenFail, id, map[string]string{"error": "no"})
 		} else {
 			go g.sendJSON(protocol.TypeOpenOK, id, struct{}{})

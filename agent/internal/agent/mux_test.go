@@ -210,3 +210,36 @@ func TestAuthAgentSocket(t *testing.T) {
 func itoa(n int) string { return strings.TrimSpace(strings.Repeat(" ", 0) + jsonNum(n)) }
 
 func jsonNum(n int) string { b, _ := json.Marshal(n); return string(b) }
+
+func TestAgentOpensAtMost256(t *testing.T) {
+	g := newGW(t)
+	g.holdOpens = true
+	s := g.open(1, map[string]any{"kind": "tcp-listen", "host": "127.0.0.1", "port": 0})
+	var ok struct{ Port int }
+	jsonUnmarshal(t, s.open, &ok)
+	var conns []net.Conn
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	for i := 0; i < MaxAgentOpened+2; i++ {
+		c, err := net.Dial("tcp", net.JoinHostPort("127.0.0.1", itoa(ok.Port)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, c)
+	}
+	g.waitFor("256 OPENs", func() bool { return len(g.opens) == MaxAgentOpened })
+	time.Sleep(200 * time.Millisecond)
+	g.mu.Lock()
+	n, first := len(g.opens), g.opens[0]
+	g.mu.Unlock()
+	if n != MaxAgentOpened {
+		t.Fatalf("agent opened %d streams", n)
+	}
+	// Refusing one frees a slot: the next connection waiting in the backlog
+	// is opened.
+	g.sendJSON(protocol.TypeOpenFail, first, map[string]string{"error": "no"})
+	g.waitFor("the 257th OPEN", func() bool { return len(g.opens) == MaxAgentOpened+1 })
+}

@@ -114,15 +114,17 @@ func (s *stream) sendOutput(typ byte, frame []byte) bool {
 	return true
 }
 
-// addWindow adds credit granted by a WINDOW frame.
-func (s *stream) addWindow(n uint32) {
+// addWindow adds credit granted by a WINDOW frame; credit past 2^32-1 is a
+// protocol violation.
+func (s *stream) addWindow(n uint32) error {
 	s.mu.Lock()
-	s.sendWin += int64(n)
-	if s.sendWin > 1<<32 {
-		s.sendWin = 1 << 32
+	defer s.mu.Unlock()
+	if s.sendWin+int64(n) > 1<<32-1 {
+		return errors.New("WINDOW beyond 2^32-1")
 	}
+	s.sendWin += int64(n)
 	s.cond.Broadcast()
-	s.mu.Unlock()
+	return nil
 }
 
 // pushInput queues DATA from the gateway; more than the window is a

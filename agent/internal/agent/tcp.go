@@ -134,7 +134,11 @@ func startTCPListen(s *stream, o *protocol.Open) {
 }
 
 func (ls *listener) accept() {
+	alive := func() bool { return !ls.s.isDead() }
 	for {
+		if !ls.s.a.waitSlot(ls.s.gen, alive) {
+			return
+		}
 		c, err := ls.l.Accept()
 		if err != nil {
 			if ne, ok := err.(net.Error); ok && ne.Timeout() {
@@ -148,8 +152,8 @@ func (ls *listener) accept() {
 			if ra != nil {
 				o.OriginHost, o.OriginPort = ra.IP.String(), ra.Port
 			}
-			s := ls.s.a.openAgentStream(ls.s.gen, o)
-			if s == nil || ls.s.isDead() {
+			s := ls.s.a.openAgentStream(ls.s.gen, alive, o)
+			if s == nil || !alive() {
 				c.Close()
 				if s != nil {
 					s.close()
@@ -161,5 +165,8 @@ func (ls *listener) accept() {
 	}
 }
 
-func (ls *listener) hangup()                          { ls.l.Close() }
+func (ls *listener) hangup() {
+	ls.l.Close()
+	ls.s.a.wakeSlots()
+}
 func (ls *listener) request(_ protocol.StreamRequest) {}
