@@ -41,7 +41,7 @@ type gw struct {
 	refuseOpens bool
 	// holdOpens leaves the agent's OPENs unanswered.
 	holdOpens bool
-	done        chan error
+	done      chan error
 }
 
 func newGW(t *testing.T) *gw {

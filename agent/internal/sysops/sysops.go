@@ -4,7 +4,6 @@
 package sysops
 
 import (
-	"errors"
 	"fmt"
 	"os"
 	"strconv"
@@ -115,6 +114,3 @@ func Hostname() string {
 	h, _ := os.Hostname()
 	return h
 }
-
-// ErrUnknownOp is returned for an op the agent does not know.
-var ErrUnknownOp = errors.New("unknown op")
