@@ -15,6 +15,7 @@ import { VmManager } from '../manager/vm-manager.js';
 import { gapMarker } from '../manager/reattach.js';
 import { createAuthenticator } from '../ssh/authenticator.js';
 import { loadOrCreateHostKey } from '../ssh/host-key.js';
+import { PROTOCOL_MAX_VERSION, PROTOCOL_MIN_VERSION } from '../guest/agent-frames.js';
 import { createSshServer } from '../ssh/server.js';
 import { registerServeOptions } from '../config/load-config.js';
 import { UserError } from '../util/errors.js';
@@ -45,6 +46,17 @@ function customImage(config: ServeConfig): GuestImage {
   };
 }
 
+/** Refuse, before any VM boots, an image whose agent speaks no protocol version this gateway does (docs/guest-protocol.md). */
+function checkAgentProtocol(image: GuestImage): void {
+  const agent = image.manifest?.guest.agent;
+  if (!image.agent || !agent) return;
+  if (agent.maxVersion < PROTOCOL_MIN_VERSION || agent.minVersion > PROTOCOL_MAX_VERSION) {
+    throw new UserError(
+      `the guest image's agent speaks protocol ${agent.minVersion}-${agent.maxVersion}, this sshvisor ${PROTOCOL_MIN_VERSION}-${PROTOCOL_MAX_VERSION}; rebuild it with \`sshvisor image build\``,
+    );
+  }
+}
+
 export function registerServeCommand(program: Command): void {
   const cmd = program.command('serve').description('run the SSH server: `ssh NAME@host` gets NAME its own microVM');
   registerServeOptions(cmd);
@@ -56,6 +68,7 @@ export function registerServeCommand(program: Command): void {
     // Everything that can fail on bad setup fails here, before the port opens.
     if (config.http) checkHttpAddress(config.http, config.httpPublic);
     const image = config.kernel ? customImage(config) : { ...loadImage(config.imageDir), ...(config.consoleOnly ? { agent: false } : {}) };
+    checkAgentProtocol(image);
     // VMs outlive this process (a crash, kill -9): the next `serve` takes them over. SIGTERM still suspends them.
     const driver = new QemuDriver({ survivesGateway: true });
     const accel = resolveAccel(config.accel);

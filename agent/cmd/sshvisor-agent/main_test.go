@@ -63,18 +63,26 @@ func TestStdioAgent(t *testing.T) {
 	}
 	o, _ := json.Marshal(map[string]any{"kind": "exec", "command": []byte("echo hi")})
 	in.Write(protocol.Encode(protocol.TypeOpen, 1, o))
+	// EXIT and the output may come in either order (the child can be reaped before its pipe is read dry).
 	var got []string
+	var data, exit string
 	for {
 		typ, id, p := readFrame(t, out)
 		if id != 1 {
 			t.Fatalf("frame 0x%x on %d", typ, id)
 		}
 		got = append(got, string(p))
+		switch typ {
+		case protocol.TypeData:
+			data += string(p)
+		case protocol.TypeExit:
+			exit = string(p)
+		}
 		if typ == protocol.TypeClose {
 			break
 		}
 	}
-	if len(got) < 4 || got[1] != "hi\n" {
+	if data != "hi\n" || exit != `{"code":0}` {
 		t.Fatalf("%q", got)
 	}
 	in.Close()
