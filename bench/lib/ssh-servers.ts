@@ -212,6 +212,19 @@ export class SshvisorServe {
     }
   }
 
+  /**
+   * SIGKILL the server process alone, as a crash would: its QEMUs run in
+   * process groups of their own and outlive it by design (they stay tracked,
+   * and stop() still kills them). Resolves once the server has exited.
+   */
+  async killGatewayOnly(): Promise<void> {
+    const child = this.child;
+    if (!child || child.exitCode !== null || child.signalCode !== null) return;
+    const exited = new Promise((r) => child.once('exit', r));
+    child.kill('SIGKILL');
+    await exited;
+  }
+
   /** SIGTERM (the server powers its VMs off), then SIGKILL of the group after 30 s; QEMU pids seen are checked too. */
   async stop(): Promise<void> {
     await stopGroup(this.child, 30_000);

@@ -3,20 +3,28 @@
  * client binaries and client defaults for both:
  *
  *   (a) sshvisor: `sshvisor serve` (this build) on loopback; `ssh alice@...`
- *       boots alice's microVM and is relayed to the guest's dropbear.
+ *       boots alice's microVM and each session is relayed to a process the
+ *       guest's sshvisor-agent starts (docs/guest-protocol.md), over the
+ *       VM's virtio-serial port (DATA_DIR/vms/NAME/agent.sock on the host).
  *   (b) baseline: /usr/sbin/sshd -D with a generated config on loopback,
  *       `ssh root@127.0.0.1`.
+ *   (c) raw virtio channel, no SSH: once (a) and (b) are done, `sshvisor
+ *       serve` is SIGKILLed (its VM outlives it by design) and agent-raw.js
+ *       connects to the VM's agent.sock with the gateway's own AgentConnection
+ *       and runs `cat > /dev/null` / `head -c N /dev/zero` through it.
  *
  * Measured: first login (cold boot + login, sshvisor only), `ssh ... true`
- * on a warm VM, exec upload (`head -c N /dev/zero | ssh ... 'cat > /dev/null'`),
- * exec download (`ssh ... 'head -c N /dev/zero' > /dev/null`) and `sftp -b`
- * put (+ rm) of an N-byte file of zeros. Plus the CPU time the client,
- * the server and (sshvisor) QEMU spent on each transfer.
+ * on a warm VM (and the CPU each login costs the server), exec upload
+ * (`head -c N /dev/zero | ssh ... 'cat > /dev/null'`), exec download
+ * (`ssh ... 'head -c N /dev/zero' > /dev/null`), `sftp -b` put (+ rm) of an
+ * N-byte file of zeros, and (c)'s upload and download. Plus the CPU time the
+ * client, the server (or agent-raw.js) and QEMU spent on each transfer, per MB.
  *
  *   node dist/bench/ssh/ssh.js [--logins N] [--runs N] [--size-mib N] [--accel auto|kvm|tcg]
  *                              [--image-dir DIR] [--user NAME] [--json PATH]
  */
 import { execFileSync, spawnSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
 import { existsSync, mkdirSync, readFileSync, truncateSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { cpus as hostCpus, loadavg, release as hostKernel } from 'node:os';
@@ -32,11 +40,15 @@ import { makeTempDir, runBench, removeTempDir } from '../lib/cleanup.js';
 import { cpuTimes, mustSucceed, runClient, waitForNoChildren } from '../lib/proc.js';
 import { BaselineSshd, SshvisorServe, clientOptions, makeKey, parseNegotiated, type Negotiated } from '../lib/ssh-servers.js';
 import { accelOption, imageDirOption, intOption, loadBenchImage } from '../lib/options.js';
+import { PREVIOUS_LABEL, PREVIOUS_SSH } from '../lib/previous.js';
+import type { RawResult } from './agent-raw.js';
 
 type Side = 'sshvisor' | 'baseline';
 const SIDES: readonly Side[] = ['sshvisor', 'baseline'];
 type Transfer = 'upload' | 'download' | 'sftp';
 const TRANSFERS: readonly Transfer[] = ['upload', 'download', 'sftp'];
+type RawDirection = 'up' | 'down';
+const RAW_DIRECTIONS: readonly RawDirection[] = ['up', 'down'];
 
 interface Options {
   logins: number;
@@ -90,7 +102,7 @@ interface CpuSplit {
   client: number;
   /** sshvisor: the `sshvisor serve` node process; baseline: sshd and everything it ran (session sshd, shell, cat, sftp-server). */
   server: number;
-  /** sshvisor only: QEMU (vCPU + I/O threads): the guest's dropbear, sftp-server, cat, kernel, slirp. */
+  /** sshvisor only: QEMU (vCPU + I/O threads): the guest's agent, sftp-server, cat, kernel, the virtio-serial device. */
   qemu?: number;
 }
 
@@ -101,6 +113,32 @@ interface TransferSample {
   ms: number;
   mbPerS: number;
   cpu: CpuSplit;
+}
+
+/** One raw transfer through the agent channel (no SSH, no gateway). */
+interface RawSample {
+  direction: RawDirection;
+  run: number;
+  /** Wall time of agent-raw.js, spawn to exit (Node start-up and the handshake included). */
+  wallMs: number;
+  /** What agent-raw.js measured: handshake, exec open to exit, its CPU during the transfer. */
+  raw: RawResult;
+  /** MB/s over transferMs (the exec alone), and over wallMs. */
+  mbPerS: number;
+  mbPerSWall: number;
+  cpu: {
+    /** agent-raw.js, whole process (Node start-up included), seconds. */
+    clientProcess: number;
+    /** agent-raw.js during the transfer alone (process.cpuUsage), seconds. */
+    clientTransfer: number;
+    qemu?: number;
+  };
+}
+
+/** CPU the servers (and QEMU) spent on the warm logins, per login. */
+interface LoginCpu {
+  sshvisor: { logins: number; gatewayS: number; qemuS: number };
+  baseline: { logins: number; sshdS: number };
 }
 
 interface Target {
@@ -181,7 +219,7 @@ class Bench {
     return { what, side: t.side, run, ms: r.ms, mbPerS: this.bytes / 1e6 / (r.ms / 1000), cpu };
   }
 
-  private cpuNow(t: Target): { client: number; server: number; qemu?: number } {
+  cpuNow(t: Target): { client: number; server: number; qemu?: number } {
     const self = cpuTimes('self');
     const server = cpuTimes(t.serverPid);
     const qpid = t.qemuPid?.();
@@ -284,15 +322,38 @@ async function main(): Promise<void> {
     const kexOpt = sameKex ? ['-o', `KexAlgorithms=${sameKex}`] : undefined;
     const logins: Record<Side, number[]> = { sshvisor: [], baseline: [] };
     const loginsSameKex: Record<Side, number[]> = { sshvisor: [], baseline: [] };
+    // CPU per login: the gateway's own (it runs nothing else meanwhile) and QEMU's; sshd's is
+    // sshd and the per-connection processes it reaped.
+    const loginCpu: LoginCpu = { sshvisor: { logins: 0, gatewayS: 0, qemuS: 0 }, baseline: { logins: 0, sshdS: 0 } };
     for (let i = 1; i <= opts.logins; i++) {
       for (const side of SIDES) {
+        const before = bench.cpuNow(targets[side]);
         logins[side].push(await bench.login(targets[side]));
         if (kexOpt) loginsSameKex[side].push(await bench.login(targets[side], { extra: kexOpt }));
+        const n = kexOpt ? 2 : 1;
+        if (side === 'baseline') await waitForNoChildren(targets[side].serverPid);
+        const after = bench.cpuNow(targets[side]);
+        if (side === 'sshvisor') {
+          loginCpu.sshvisor.logins += n;
+          loginCpu.sshvisor.gatewayS += after.server - before.server;
+          loginCpu.sshvisor.qemuS += (after.qemu ?? NaN) - (before.qemu ?? NaN);
+        } else {
+          loginCpu.baseline.logins += n;
+          loginCpu.baseline.sshdS += after.server - before.server;
+        }
       }
     }
+    const perLoginMs = {
+      gateway: (loginCpu.sshvisor.gatewayS / loginCpu.sshvisor.logins) * 1000,
+      qemu: (loginCpu.sshvisor.qemuS / loginCpu.sshvisor.logins) * 1000,
+      sshd: (loginCpu.baseline.sshdS / loginCpu.baseline.logins) * 1000,
+    };
     const med = (xs: number[]): number => Math.round(summarize(xs).median);
     process.stderr.write(`  warm login median: sshvisor ${med(logins.sshvisor)} ms, sshd ${med(logins.baseline)} ms\n`);
     if (kexOpt) process.stderr.write(`  with ${sameKex} on both: sshvisor ${med(loginsSameKex.sshvisor)} ms, sshd ${med(loginsSameKex.baseline)} ms\n`);
+    process.stderr.write(
+      `  CPU per login: gateway ${perLoginMs.gateway.toFixed(1)} ms + QEMU ${perLoginMs.qemu.toFixed(1)} ms; sshd (all its processes) ${perLoginMs.sshd.toFixed(1)} ms\n`,
+    );
 
     // 3. Transfers: run r does upload, download, sftp, each on both sides.
     const transfers: TransferSample[] = [];
@@ -310,6 +371,50 @@ async function main(): Promise<void> {
       }
     }
 
+    // 4. The raw virtio channel: the gateway goes (SIGKILL: its VM stays up, and the agent socket
+    // takes one client), agent-raw.js talks to the agent through the same AgentConnection code.
+    const agentSocket = join(sv.dataDir, 'vms', opts.user, 'agent.sock');
+    const qemuPid = targets.sshvisor.qemuPid!();
+    process.stderr.write(`  raw channel: SIGKILL sshvisor serve (pid ${sv.pid}); VM ${opts.user} (QEMU ${qemuPid}) stays up\n`);
+    await sv.killGatewayOnly();
+    if (qemuPid === undefined || cpuTimes(qemuPid) === undefined) throw new Error(`VM ${opts.user} did not survive the gateway's SIGKILL`);
+    const rawSamples: RawSample[] = [];
+    const agentRawJs = fileURLToPath(new URL('./agent-raw.js', import.meta.url));
+    for (let run = 1; run <= opts.runs; run++) {
+      for (const direction of RAW_DIRECTIONS) {
+        const selfBefore = cpuTimes('self');
+        const qBefore = cpuTimes(qemuPid);
+        const r = mustSucceed(
+          `raw ${direction} run ${run}`,
+          await runClient([process.execPath, agentRawJs, '--socket', agentSocket, '--bytes', String(bench.bytes), '--direction', direction], {
+            stdout: 'pipe',
+            timeoutMs: 15 * 60_000,
+          }),
+        );
+        const qAfter = cpuTimes(qemuPid);
+        const selfAfter = cpuTimes('self');
+        const raw = JSON.parse(r.stdout.trim().split('\n').pop()!) as RawResult;
+        const s: RawSample = {
+          direction,
+          run,
+          wallMs: r.ms,
+          raw,
+          mbPerS: bench.bytes / 1e6 / (raw.transferMs / 1000),
+          mbPerSWall: bench.bytes / 1e6 / (r.ms / 1000),
+          cpu: {
+            clientProcess: (selfAfter?.children ?? NaN) - (selfBefore?.children ?? NaN),
+            clientTransfer: raw.cpuS,
+            ...(qBefore && qAfter ? { qemu: qAfter.self - qBefore.self } : {}),
+          },
+        };
+        rawSamples.push(s);
+        process.stderr.write(
+          `  run ${run} raw ${direction.padEnd(4)}       ${s.mbPerS.toFixed(1).padStart(7)} MB/s (${(raw.transferMs / 1000).toFixed(2)} s + handshake ${Math.round(raw.handshakeMs)} ms; ` +
+            `cpu agent-raw ${pct(raw.cpuS, raw.transferMs)}, qemu ${pct(s.cpu.qemu, raw.transferMs)})\n`,
+        );
+      }
+    }
+
     // Report.
     const loginSum = { sshvisor: summarize(logins.sshvisor), baseline: summarize(logins.baseline) };
     const loginSameKexSum = { sshvisor: summarize(loginsSameKex.sshvisor), baseline: summarize(loginsSameKex.baseline) };
@@ -322,32 +427,75 @@ async function main(): Promise<void> {
       download: `exec download ${opts.sizeMiB} MiB: ssh 'head -c' > /dev/null (MB/s)`,
       sftp: `sftp -b put ${opts.sizeMiB} MiB + rm (MB/s)`,
     };
+    const rawOf = (d: RawDirection): RawSample[] => rawSamples.filter((x) => x.direction === d);
+    const rawSum = (d: RawDirection): Summary => summarize(rawOf(d).map((x) => x.mbPerS));
+    const prev: Record<Transfer, string> = { upload: PREVIOUS_SSH.uploadMBps, download: PREVIOUS_SSH.downloadMBps, sftp: PREVIOUS_SSH.sftpMBps };
     const rows = [
-      [`first login, cold boot + login (ms)`, Math.round(firstLoginMs).toString(), '-', '-'],
-      [`ssh true, warm, n=${opts.logins} (ms)`, cell(loginSum.sshvisor, 0), cell(loginSum.baseline, 0), ratio(loginSum.sshvisor, loginSum.baseline)],
+      [`first login, cold boot + login (ms)`, Math.round(firstLoginMs).toString(), '-', '-', PREVIOUS_SSH.firstLoginMs],
+      [`ssh true, warm, n=${opts.logins} (ms)`, cell(loginSum.sshvisor, 0), cell(loginSum.baseline, 0), ratio(loginSum.sshvisor, loginSum.baseline), PREVIOUS_SSH.loginMs],
       ...(sameKex
-        ? [[`ssh -o KexAlgorithms=${sameKex} true, warm (ms)`, cell(loginSameKexSum.sshvisor, 0), cell(loginSameKexSum.baseline, 0), ratio(loginSameKexSum.sshvisor, loginSameKexSum.baseline)]]
+        ? [[`ssh -o KexAlgorithms=${sameKex} true, warm (ms)`, cell(loginSameKexSum.sshvisor, 0), cell(loginSameKexSum.baseline, 0), ratio(loginSameKexSum.sshvisor, loginSameKexSum.baseline), PREVIOUS_SSH.loginSameKexMs]]
         : []),
-      ...TRANSFERS.map((w) => [`${label[w]}, n=${opts.runs}`, cell(tSum(w, 'sshvisor'), 1), cell(tSum(w, 'baseline'), 1), ratio(tSum(w, 'sshvisor'), tSum(w, 'baseline'))]),
+      ...TRANSFERS.map((w) => [`${label[w]}, n=${opts.runs}`, cell(tSum(w, 'sshvisor'), 1), cell(tSum(w, 'baseline'), 1), ratio(tSum(w, 'sshvisor'), tSum(w, 'baseline')), prev[w]]),
+      [`raw virtio channel up ${opts.sizeMiB} MiB: AgentConnection exec 'cat > /dev/null', no SSH (MB/s), n=${opts.runs}`, cell(rawSum('up'), 1), '-', '-', '-'],
+      [`raw virtio channel down ${opts.sizeMiB} MiB: AgentConnection exec 'head -c', no SSH (MB/s), n=${opts.runs}`, cell(rawSum('down'), 1), '-', '-', '-'],
     ];
-    process.stdout.write('\n' + formatTable(['metric (median [min-max])', 'sshvisor', 'sshd baseline', 'ratio'], rows) + '\n');
-
     process.stdout.write(
-      `\nnet of the median warm login (MB/s, sshvisor / sshd): ${TRANSFERS.map((w) => `${w} ${tNetSum(w, 'sshvisor').median.toFixed(1)} / ${tNetSum(w, 'baseline').median.toFixed(1)}`).join(', ')}\n`,
+      '\n' + formatTable(['metric (median [min-max])', 'sshvisor (agent)', 'sshd baseline', 'ratio', PREVIOUS_LABEL], rows) + '\n' +
+        '(last column: not measured by this run; the medians of this bench on this machine before the agent, sessions through dropbear, 128 MiB transfers)\n',
+    );
+    process.stdout.write(
+      `\nnet of the median warm login (MB/s, sshvisor / sshd): ${TRANSFERS.map((w) => `${w} ${tNetSum(w, 'sshvisor').median.toFixed(1)} / ${tNetSum(w, 'baseline').median.toFixed(1)}`).join(', ')}\n` +
+        `through the gateway vs the raw channel (net of login): upload ${ratio(tNetSum('upload', 'sshvisor'), rawSum('up'))}, download ${ratio(tNetSum('download', 'sshvisor'), rawSum('down'))}\n`,
     );
 
-    const cpuMedian = (what: Transfer, side: Side, k: keyof CpuSplit): string => {
-      const ss = samplesOf(what, side);
-      if (!ss.length || ss.some((s) => s.cpu[k] === undefined)) return '-';
-      return `${Math.round(summarize(ss.map((s) => (s.cpu[k]! / s.ms) * 1000 * 100)).median)}%`;
+    // Cost per MB moved: CPU seconds per 10^6 bytes, as ms/MB.
+    const mb = bench.bytes / 1e6;
+    const perMb = (xs: Array<number | undefined>): string => {
+      if (!xs.length || xs.some((x) => x === undefined || Number.isNaN(x))) return '-';
+      return ((summarize(xs as number[]).median / mb) * 1000).toFixed(1);
     };
+    const pctMed = (xs: Array<number | undefined>, ms: number[]): string => {
+      if (!xs.length || xs.some((x) => x === undefined || Number.isNaN(x))) return '-';
+      return `${Math.round(summarize(xs.map((x, i) => (x! / (ms[i]! / 1000)) * 100)).median)}%`;
+    };
+    const costRows: string[][] = [];
+    for (const w of TRANSFERS) {
+      for (const side of SIDES) {
+        const ss = samplesOf(w, side);
+        costRows.push([
+          w,
+          side === 'sshvisor' ? 'sshvisor: gateway' : 'sshd (all its processes)',
+          tSum(w, side).median.toFixed(1),
+          perMb(ss.map((x) => x.cpu.client)),
+          perMb(ss.map((x) => x.cpu.server)),
+          side === 'sshvisor' ? perMb(ss.map((x) => x.cpu.qemu)) : '-',
+          pctMed(ss.map((x) => x.cpu.server), ss.map((x) => x.ms)),
+          side === 'sshvisor' ? pctMed(ss.map((x) => x.cpu.qemu), ss.map((x) => x.ms)) : '-',
+        ]);
+      }
+      const d: RawDirection | undefined = w === 'upload' ? 'up' : w === 'download' ? 'down' : undefined;
+      if (d) {
+        const rs = rawOf(d);
+        costRows.push([
+          w,
+          'raw channel: agent-raw.js',
+          rawSum(d).median.toFixed(1),
+          '-',
+          perMb(rs.map((x) => x.cpu.clientTransfer)),
+          perMb(rs.map((x) => x.cpu.qemu)),
+          pctMed(rs.map((x) => x.cpu.clientTransfer), rs.map((x) => x.raw.transferMs)),
+          pctMed(rs.map((x) => x.cpu.qemu), rs.map((x) => x.wallMs)),
+        ]);
+      }
+    }
     process.stdout.write(
-      '\nCPU during transfers (median, % of one core; host has ' + hostCpus().length + ' cores)\n' +
-        formatTable(
-          ['transfer', 'side', 'ssh client', 'server process(es)', 'qemu'],
-          TRANSFERS.flatMap((w) => SIDES.map((side) => [w, side === 'sshvisor' ? 'sshvisor' : 'sshd', cpuMedian(w, side, 'client'), cpuMedian(w, side, 'server'), side === 'sshvisor' ? cpuMedian(w, side, 'qemu') : '-'])),
-        ) +
-        '\n',
+      `\ncost per MB moved (median CPU ms per 10^6 bytes, and % of one core; host has ${hostCpus().length} cores)\n` +
+        formatTable(['transfer', 'relay', 'MB/s', 'ssh client ms/MB', 'relay ms/MB', 'QEMU ms/MB', 'relay %', 'QEMU %'], costRows) +
+        '\n' +
+        '  relay: the `sshvisor serve` process (one whole SSH connection included), or sshd and everything it ran, or\n' +
+        '  agent-raw.js during its exec (Node start-up and handshake excluded; the whole process is in the JSON)\n' +
+        `per login (ssh true, CPU ms): gateway ${perLoginMs.gateway.toFixed(1)}, QEMU ${perLoginMs.qemu.toFixed(1)}; sshd and its processes ${perLoginMs.sshd.toFixed(1)}\n`,
     );
     const algo = (n: Negotiated): string => `${n.serverSoftware ?? '?'}: kex ${n.kex ?? '?'}, cipher ${n.cipherClientToServer ?? '?'}${n.macClientToServer && n.macClientToServer !== '<implicit>' ? `+${n.macClientToServer}` : ''}`;
     process.stdout.write(`\nclient <-> sshvisor ${algo(negotiated.sshvisor)}\nclient <-> sshd     ${algo(negotiated.baseline)}\n`);
@@ -393,6 +541,9 @@ async function main(): Promise<void> {
         negotiated,
         results: {
           firstLogin: { ms: firstLoginMs, serverVmReadyMs: vmReadyMs },
+          loginCpu: { ...loginCpu, perLoginMs },
+          raw: Object.fromEntries(RAW_DIRECTIONS.map((d) => [d, { mbPerS: rawSum(d), samples: rawOf(d) }])),
+          previousDropbear: { ...PREVIOUS_SSH, note: 'not measured by this run: README.md before the agent (128 MiB, TCG, same machine)' },
           login: Object.fromEntries(SIDES.map((s) => [s, { ...loginSum[s], samples: logins[s] }])),
           loginSameKex: sameKex
             ? { kex: sameKex, ...Object.fromEntries(SIDES.map((s) => [s, { ...loginSameKexSum[s], samples: loginsSameKex[s] }])) }
@@ -418,7 +569,7 @@ async function main(): Promise<void> {
     );
     process.stderr.write(`wrote ${out}\n`);
   } finally {
-    process.stderr.write('  stopping sshvisor (powers the VM off) and sshd\n');
+    process.stderr.write('  stopping sshd, and the VM the SIGKILLed gateway left (SIGKILL: its state goes with the temp dir)\n');
     await Promise.all([sv?.stop(), sshd?.stop()]);
     removeTempDir(dir);
   }
