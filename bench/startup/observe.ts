@@ -24,6 +24,26 @@ export function findEvent(sv: SshvisorServe, event: string, since: number, match
 }
 
 /**
+ * The first line of the server's log at or after `since` whose message is
+ * `msg` (lines without an `event` field, e.g. AgentConnection's "guest agent
+ * connected") and that `match` accepts.
+ */
+export function findMessage(sv: SshvisorServe, msg: string, since: number, match: (e: LogEvent) => boolean = () => true): LogEvent | undefined {
+  const needle = `"msg":${JSON.stringify(msg)}`;
+  for (const line of sv.log.split('\n')) {
+    if (!line.includes(needle)) continue;
+    let e: Record<string, unknown>;
+    try {
+      e = JSON.parse(line) as Record<string, unknown>;
+    } catch {
+      continue;
+    }
+    if (typeof e.time === 'number' && e.time >= since && match(e as LogEvent)) return e as LogEvent;
+  }
+  return undefined;
+}
+
+/**
  * Wait for an `event` (at or after `since`) that `match` accepts; fail early on
  * any of `failOn` for the same match (e.g. vm-suspend-failed) or if the server exits.
  */

@@ -46,6 +46,7 @@ import {
   dirUsage,
   eventsOf,
   findEvent,
+  findMessage,
   sleep,
   smapsParts,
   smapsRollup,
@@ -56,6 +57,7 @@ import {
   type MemRollup,
 } from './observe.js';
 import { accelOption, imageDirOption, intOption, loadBenchImage } from '../lib/options.js';
+import { PREVIOUS_LABEL, PREVIOUS_STARTUP_MS } from '../lib/previous.js';
 
 const MEMORY_MIB = 256;
 /** The KEX sshvisor (ssh2) negotiates with OpenSSH's client; sshd prefers sntrup761x25519-sha512, which costs more. */
@@ -109,7 +111,7 @@ function parseOptions(): Options {
 type Case = 'cold' | 'clone' | 'resumeRamInState' | 'resumeRamFile' | 'running' | 'runningSameKex' | 'baseline' | 'baselineSameKex';
 
 /** Points in time (epoch ms) a login passes, in order; each phase of the breakdown ends at one. */
-const MARKS = ['client', 'auth', 'vmStart', 'pidFile', 'restored', 'init', 'identity', 'ready', 'vmReady', 'sessionStart', 'sessionEnd', 'exit'] as const;
+const MARKS = ['client', 'auth', 'vmStart', 'pidFile', 'restored', 'init', 'agent', 'identity', 'ready', 'vmReady', 'sessionStart', 'sessionEnd', 'exit'] as const;
 type Mark = (typeof MARKS)[number];
 
 /** Column header and meaning of the phase that ends at each mark (the time since the previous mark seen). */
@@ -119,11 +121,17 @@ const PHASES: Record<Exclude<Mark, 'client'>, { col: string; what: string }> = {
   pidFile: { col: 'qemu up', what: "to QEMU's pid file appearing (free port, spawn, QEMU start-up)" },
   init: { col: 'init', what: 'cold boot: firmware, kernel and initramfs up to the guest init line on the console' },
   restored: { col: 'restore', what: "to the end of the state load: QMP handshake, migrate-incoming, QEMU's `exec:cat` of snapshot.state exited (seen when it lives > 10 ms)" },
-  identity: { col: 'identity', what: 'clone: cont, identity sent on the console, RNG reseed, page cache dropped, "identity received" on the console' },
-  ready: { col: 'guest up', what: 'guest init: (cold) modules, network; mount the disk, authorized_keys, host key, start dropbear ("ready" on the console)' },
-  vmReady: { col: 'gw login', what: 'to vm-ready: the gateway logs in to the guest dropbear (retried every 200 ms); resume: also cont and setting the guest clock (`date -s`)' },
-  sessionStart: { col: 'chan', what: 'to session-start: a session channel opened on the gateway-guest connection, exec sent' },
-  sessionEnd: { col: 'true', what: 'to session-end: `true` runs in the guest, exit status and close relayed' },
+  agent: {
+    col: 'agent',
+    what:
+      'to "guest agent connected" (server log): the gateway retries agent.sock every 50 ms until the agent answers its HELLO; ' +
+      'cold: the agent starts first in init and waits for its virtio-serial port; clone/resume: cont (resume: after the state load), then the handshake',
+  },
+  identity: { col: 'identity', what: 'clone: the identity request through the agent (name, clock, RNG seed), "identity received" on the console' },
+  ready: { col: 'guest up', what: 'guest init: (cold) modules, network; (clone) the template\'s disk cache dropped; mount the disk ("ready" on the console)' },
+  vmReady: { col: 'vm-ready', what: 'to vm-ready: the gateway sees the ready line; resume: set-clock through the agent (there is no login into the guest any more)' },
+  sessionStart: { col: 'exec', what: "to session-start: lease, the agent's exec OPEN/OPEN_OK (the guest forks the command)" },
+  sessionEnd: { col: 'true', what: 'to session-end: `true` runs in the guest, EXIT and CLOSE relayed' },
   exit: { col: 'close', what: 'to the client exiting (connection teardown)' },
 };
 
@@ -209,11 +217,16 @@ class Bench {
         const e = findEvent(sv, ev, client, match);
         return e && e.time <= until ? e.time : undefined;
       };
+      const agentAt = (): number | undefined => {
+        const e = findMessage(sv, 'guest agent connected', client, byVm);
+        return e && e.time <= until ? e.time : undefined;
+      };
       const startEvent = ['vm-boot', 'vm-clone', 'vm-resume'].map((ev) => ({ ev, time: at(ev, byVm) })).find((x) => x.time !== undefined);
       sample.start = startEvent?.ev;
       Object.assign(sample.marks, {
         auth: at('auth', (e) => byVm(e) && e.result === 'accepted'),
         vmStart: startEvent?.time,
+        agent: startEvent ? agentAt() : undefined,
         vmReady: startEvent ? at('vm-ready', byVm) : undefined,
         sessionStart: at('session-start', (e) => e.user === t.user),
         sessionEnd: end?.time,
@@ -504,6 +517,7 @@ async function main(): Promise<void> {
         results: {
           logins: summaries(bench),
           pool: 'n/a: sshvisor has no --pool',
+          previousDropbear: { ms: PREVIOUS_STARTUP_MS, note: 'not measured by this run: the last run before the agent (README.md, the issue)' },
           suspends: bench.suspends,
           template: templateInfo,
           memory,
@@ -549,11 +563,12 @@ function report(bench: Bench, opts: Options, extra: { memory: MemoryResult[]; te
   const sums = summaries(bench);
   const base = sums.baseline;
   const baseKex = sums.baselineSameKex;
-  const row = (c: Case, label: string, b = base): string[] => [label, cell(sums[c]), String(sums[c]?.n ?? 0), ratio(sums[c], b)];
+  const prev = (c: Case): string => (PREVIOUS_STARTUP_MS as Record<string, string>)[c] ?? '-';
+  const row = (c: Case, label: string, b = base): string[] => [label, cell(sums[c]), String(sums[c]?.n ?? 0), ratio(sums[c], b), prev(c)];
   const rows = [
     row('cold', CASES[0]!.label),
     row('clone', CASES[1]!.label),
-    ['(c) new user, warm pool', 'n/a (no --pool)', '-', '-'],
+    ['(c) new user, warm pool', 'n/a (no --pool)', '-', '-', '-'],
     row('resumeRamInState', CASES[2]!.label),
     row('resumeRamFile', CASES[3]!.label),
     row('running', CASES[4]!.label),
@@ -561,8 +576,10 @@ function report(bench: Bench, opts: Options, extra: { memory: MemoryResult[]; te
     row('runningSameKex', CASES[6]!.label, baseKex),
     row('baselineSameKex', CASES[7]!.label, baseKex),
   ];
-  process.stdout.write('\n' + formatTable(['ssh NAME@host true', 'ms, median [min-max]', 'n', 'vs sshd'], rows) + '\n');
-  process.stdout.write(`(last two rows: ratio against the same-KEX sshd baseline)\n`);
+  process.stdout.write('\n' + formatTable(['ssh NAME@host true (through the agent)', 'ms, median [min-max]', 'n', 'vs sshd', `${PREVIOUS_LABEL}, ms`], rows) + '\n');
+  process.stdout.write(
+    `(last two rows: ratio against the same-KEX sshd baseline; last column: not measured now, the medians of the last run before the agent, on this machine)\n`,
+  );
 
   // Where the time goes: median of each phase.
   const cols = MARKS.filter((m) => m !== 'client') as Array<Exclude<Mark, 'client'>>;
