@@ -224,7 +224,8 @@ export class VmBringup {
           await agent.identity(entry.identity, 15_000);
           entry.identity = undefined;
         }
-        await Promise.race([entry.guestReady, new Promise((r) => setTimeout(r, Math.max(0, deadline - Date.now())).unref())]);
+        // An agent that breaks the protocol meanwhile (its connection ends) need not be waited for.
+        await Promise.race([entry.guestReady, agent.closed, new Promise((r) => setTimeout(r, Math.max(0, deadline - Date.now())).unref())]);
         // A resumed guest's clock stood still while it was suspended.
         if (entry.resumedFrom !== undefined) {
           await agent.setClock(Date.now(), 10_000).catch((err) => opts.logger.warn({ vm: entry.name, err: errorMessage(err) }, 'could not set the clock of a resumed guest'));
@@ -233,6 +234,8 @@ export class VmBringup {
           agent.close('the VM is gone');
           throw new Error('the VM exited while it was starting');
         }
+        // A connection that already ended (a protocol error) is no way in: say why, rather than take the VM for ready.
+        if (!agent.isOpen) throw new Error(`the guest agent connection ended: ${await agent.closed}`);
         entry.agent = agent;
       } catch (err) {
         opts.logger.error({ vm: entry.name, event: 'vm-boot-failed', err: errorMessage(err) }, 'VM did not come up');
