@@ -31,7 +31,7 @@ export class SshvisorServer {
 
   constructor(
     private readonly extraArgs: string[] = [],
-    private readonly options: { http?: boolean } = {},
+    private readonly options: { http?: boolean; imageDir?: string } = {},
   ) {}
 
   /** http://127.0.0.1:PORT of the HTTP front door. */
@@ -45,7 +45,8 @@ export class SshvisorServer {
   }
 
   async start(): Promise<this> {
-    const image = await testImage();
+    // Another image (e.g. hostile-image.ts) instead of the test image.
+    const imageDir = this.options.imageDir ?? resolve((await testImage()).kernel, '..');
     // A restart (after kill9) keeps the ports: clients and known_hosts stay valid.
     this.port ||= await freeLoopbackPort();
     if (this.options.http) this.httpPort ||= await freeLoopbackPort();
@@ -54,7 +55,7 @@ export class SshvisorServer {
     this.child = spawn(
       process.execPath,
       [
-        MAIN, 'serve', '--data-dir', this.dataDir, '--image-dir', resolve(image.kernel, '..'), '--port', String(this.port), '--accel', 'tcg',
+        MAIN, 'serve', '--data-dir', this.dataDir, '--image-dir', imageDir, '--port', String(this.port), '--accel', 'tcg',
         // Whether a new VM boots or is cloned would depend on when the background template is ready: tests that want clones say so.
         ...(this.extraArgs.includes('--templates') ? [] : ['--no-templates']),
         ...(this.options.http ? ['--http', `127.0.0.1:${this.httpPort}`] : []),
@@ -72,6 +73,11 @@ export class SshvisorServer {
       child.once('exit', (code) => reject(new Error(`sshvisor serve exited (${code}) before listening:\n${this.log}`)));
     });
     return this;
+  }
+
+  /** The pid of the `sshvisor serve` process, while it runs. */
+  get pid(): number | undefined {
+    return this.running ? this.child?.pid : undefined;
   }
 
   /** The server process has not exited (e.g. crashed). */
