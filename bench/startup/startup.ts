@@ -120,12 +120,15 @@ const PHASES: Record<Exclude<Mark, 'client'>, { col: string; what: string }> = {
   vmStart: { col: 'to vm-*', what: 'to the vm-boot/vm-clone/vm-resume event: session + exec request, new disk (mkfs.ext4) or snapshot check (sha256 of snapshot.state)' },
   pidFile: { col: 'qemu up', what: "to QEMU's pid file appearing (free port, spawn, QEMU start-up)" },
   init: { col: 'init', what: 'cold boot: firmware, kernel and initramfs up to the guest init line on the console' },
-  restored: { col: 'restore', what: "to the end of the state load: QMP handshake, migrate-incoming, QEMU's `exec:cat` of snapshot.state exited (seen when it lives > 10 ms)" },
+  restored: {
+    col: 'restore',
+    what: "to the end of the state load when QEMU reads it through a child (`exec:cat`); the gateway now feeds snapshot.state to QEMU through an fd, so this is '-' and the load is in 'agent'",
+  },
   agent: {
     col: 'agent',
     what:
       'to "guest agent connected" (server log): the gateway retries agent.sock every 50 ms until the agent answers its HELLO; ' +
-      'cold: the agent starts first in init and waits for its virtio-serial port; clone/resume: cont (resume: after the state load), then the handshake',
+      'cold: the agent starts first in init and waits for its virtio-serial port; clone: cont, then the handshake; resume: QMP, the state load, cont, the handshake',
   },
   identity: { col: 'identity', what: 'clone: the identity request through the agent (name, clock, RNG seed), "identity received" on the console' },
   ready: { col: 'guest up', what: 'guest init: (cold) modules, network; (clone) the template\'s disk cache dropped; mount the disk ("ready" on the console)' },
