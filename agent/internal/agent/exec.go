@@ -14,14 +14,14 @@ import (
 	"sshvisor/agent/protocol"
 )
 
-// ptyDrainIdle and ptyDrainMax bound how long output is read from a pty
-// after its child exited: until the master has been idle that long, or for
-// at most that long in all (a background job that holds the terminal and
-// keeps writing must not keep the session open; sshd does the same).
-const (
-	ptyDrainIdle = 50 * time.Millisecond
-	ptyDrainMax  = 2 * time.Second
-)
+// ptyDrainMax bounds how long output is read from a pty after its child
+// exited. Like sshd, the agent reads the master until the slave side is gone
+// (EIO: every process holding the terminal has closed it, and the kernel has
+// handed over what they wrote); an idle master proves nothing, since the
+// kernel moves a pty's output to the master from a worker thread that a
+// loaded guest may run late. Unlike sshd, a background job that keeps the
+// terminal open cannot hold the session open for longer than this.
+const ptyDrainMax = 2 * time.Second
 
 // execStream is a process started for an exec OPEN, with a pty or pipes.
 type execStream struct {

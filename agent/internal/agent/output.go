@@ -27,7 +27,7 @@ func pump(s *stream, r *os.File, typ byte) {
 }
 
 // pumpPty reads the master until the slave side is gone (EIO) or, after the
-// child was reaped, until the master is idle.
+// child was reaped, for at most ptyDrainMax.
 func (e *execStream) pumpPty() {
 	for {
 		k := e.s.waitWindow()
@@ -44,7 +44,7 @@ func (e *execStream) pumpPty() {
 			if time.Since(at) > ptyDrainMax {
 				return
 			}
-			e.master.SetReadDeadline(time.Now().Add(ptyDrainIdle))
+			e.master.SetReadDeadline(at.Add(ptyDrainMax))
 		}
 		b := make([]byte, protocol.HeaderSize+k)
 		n, err := e.master.Read(b[protocol.HeaderSize:])
@@ -67,7 +67,10 @@ func (e *execStream) pumpPty() {
 // EOF, EXIT, CLOSE.
 func (e *execStream) waitPty(pumped <-chan struct{}) {
 	x := e.wait()
-	e.master.SetReadDeadline(time.Now().Add(ptyDrainIdle))
+	e.mu.Lock()
+	at := e.reapedAt
+	e.mu.Unlock()
+	e.master.SetReadDeadline(at.Add(ptyDrainMax))
 	<-pumped
 	e.s.send(protocol.TypeEOF, nil)
 	e.s.sendJSON(protocol.TypeExit, x)
