@@ -60,6 +60,7 @@ export class AgentConnection extends EventEmitter {
    * mid-handshake) until `deadline` (ms since epoch) or until `abort` resolves.
    * @throws Error with a one-line reason: the deadline passed (with the last
    * failure), aborted, or a refused handshake (version mismatch naming both ranges).
+   * The reason is shown to users, so it never names the host path.
    */
   static async connect(socketPath: string, opts: { deadline: number; abort?: Promise<unknown>; log?: AgentLog }): Promise<AgentConnection> {
     let aborted = false;
@@ -69,8 +70,8 @@ export class AgentConnection extends EventEmitter {
     );
     let last = 'not tried';
     for (;;) {
-      if (aborted) throw new Error(`aborted while connecting to the guest agent at ${socketPath}`);
-      if (Date.now() >= opts.deadline) throw new Error(`no guest agent at ${socketPath} before the deadline (${last})`);
+      if (aborted) throw new Error('the VM went away while connecting to its guest agent');
+      if (Date.now() >= opts.deadline) throw new Error(`the guest agent did not answer in time (${last})`);
       let sock;
       try {
         sock = await connectUnix(socketPath);
@@ -87,7 +88,7 @@ export class AgentConnection extends EventEmitter {
         sock.destroy();
         if (e instanceof HandshakeRefused) throw e;
         last = (e as Error).message;
-        if (aborted || Date.now() >= opts.deadline) throw new Error(`guest agent at ${socketPath}: ${last}`);
+        if (aborted || Date.now() >= opts.deadline) throw new Error(`the guest agent did not answer: ${last}`);
         await Promise.race([sleep(CONNECT_RETRY_MS), abort]);
       }
     }

@@ -87,8 +87,8 @@ export function handshake(duplex: Duplex, deadline: number, abort?: Promise<unkn
     const waitMs = Math.max(0, deadline - Date.now());
     const timer = setTimeout(() => finish(new Error(`no HELLO_ACK from the guest agent within ${waitMs} ms`)), waitMs);
     abort?.then(
-      () => finish(new Error('aborted while waiting for the guest agent')),
-      () => finish(new Error('aborted while waiting for the guest agent')),
+      () => finish(new Error('the VM went away while waiting for its guest agent')),
+      () => finish(new Error('the VM went away while waiting for its guest agent')),
     );
     if (duplex.destroyed) return onClosed();
     duplex.write(encodeHello(nonce));
