@@ -47,6 +47,7 @@ export function relayDirectTcpip(
  */
 export class RemoteForwards {
   private readonly listeners = new Map<string, { close(): void; lease: Lease }>();
+  private readonly inFlight = new Set<Promise<unknown>>();
 
   constructor(
     private readonly client: Connection,
@@ -57,8 +58,25 @@ export class RemoteForwards {
     client.once('close', () => this.closeAll());
   }
 
+  /**
+   * Resolves once every listen() asked for so far has succeeded or failed.
+   * sshd binds a tcpip-forward before it reads the client's next message, so
+   * a command started after `ssh -R` finds the port open; sessions wait for
+   * this to keep that order.
+   */
+  settled(): Promise<void> {
+    return Promise.allSettled([...this.inFlight]).then(() => undefined);
+  }
+
   /** Start listening at `bindAddr:bindPort` in the guest; resolves with the bound port (for port 0). Throws with the guest's reason. */
-  async listen(bindAddr: string, bindPort: number): Promise<number> {
+  listen(bindAddr: string, bindPort: number): Promise<number> {
+    const p = this.open(bindAddr, bindPort);
+    this.inFlight.add(p);
+    void p.catch(() => undefined).finally(() => this.inFlight.delete(p));
+    return p;
+  }
+
+  private async open(bindAddr: string, bindPort: number): Promise<number> {
     const host = bindAddr === '' || bindAddr === 'localhost' ? '127.0.0.1' : bindAddr;
     const lease = await this.acquire(this.vmName);
     try {

@@ -184,6 +184,7 @@ function onReady(client: Connection, routing: Routing, channels: ConnectionChann
         ? 'the HTTP API is not enabled on this server (sshvisor serve --http), so it has no tokens to give'
         : undefined;
 
+  const remote = route && route.mode === 'shell' && !refusal && !opts.consoleOnly && opts.remoteForwarding ? new RemoteForwards(client, route.vm, opts.acquire, log.child({ vm: route.vm })) : undefined;
   client.on('session', (accept, reject) => {
     const allowed = channels.openSession();
     if (!allowed.ok) {
@@ -209,7 +210,7 @@ function onReady(client: Connection, routing: Routing, channels: ConnectionChann
         execRefusal: `the image of ${route.vm} has no shell to run commands in; use \`ssh -t ${route.vm}@host\` for its console`,
       });
     }
-    relaySession(session, route.vm, opts.acquire, vlog, client, { agentForwarding: opts.agentForwarding });
+    relaySession(session, route.vm, opts.acquire, vlog, client, { agentForwarding: opts.agentForwarding, earlierRequests: remote && (() => remote.settled()) });
   });
   client.on('tcpip', (accept, reject, info) => {
     if (refusal || !route || route.mode !== 'shell' || opts.consoleOnly) return reject();
@@ -226,7 +227,6 @@ function onReady(client: Connection, routing: Routing, channels: ConnectionChann
     };
     relayDirectTcpip(counted, refused, info, route.vm, opts.acquire, log.child({ vm: route.vm }));
   });
-  const remote = route && route.mode === 'shell' && !refusal && !opts.consoleOnly && opts.remoteForwarding ? new RemoteForwards(client, route.vm, opts.acquire, log.child({ vm: route.vm })) : undefined;
   let refusedRequests = 0;
   client.on('request', (accept, reject, name, info) => {
     if (remote && name === 'tcpip-forward') {

@@ -25,6 +25,8 @@ export const MAX_COMMAND_BYTES = 256 * 1024;
 export interface RelayPolicy {
   /** Honour `auth-agent-req@openssh.com` (ssh -A); sshd's AllowAgentForwarding, default yes. */
   agentForwarding: boolean;
+  /** Resolves when this connection's earlier requests are done (its `ssh -R` listeners: RemoteForwards.settled). */
+  earlierRequests?: () => Promise<void>;
 }
 
 /**
@@ -111,6 +113,7 @@ export function relaySession(session: Session, vmName: string, acquire: AcquireV
     if (stream.destroyed) return lease.release();
     stream.once('close', () => lease.release());
     if (!lease.agent) return fail(stream, `the VM ${vmName} has no guest agent`);
+    await policy.earlierRequests?.();
 
     let p: AgentProcess;
     try {

@@ -1,3 +1,4 @@
+import { spawn } from 'node:child_process';
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
@@ -5,6 +6,7 @@ import { join } from 'node:path';
 import { SshvisorServer } from '../helpers/sshvisor-server.js';
 import { isAlive } from '../../src/vm/qemu/qemu-process.js';
 import { processesUsing } from '../../src/util/processes.js';
+import { AGENT_CHILDREN } from '../helpers/guest-probes.js';
 
 const BOOT_ID = 'cat /proc/sys/kernel/random/boot_id';
 
@@ -52,8 +54,18 @@ describe('gateway restart', () => {
     const qemuPid = server.qemuPid('alice');
     assert.ok(qemuPid, 'QEMU wrote its pid file');
     qemuPids.push(qemuPid);
+    // A pty session open when the gateway dies: its processes are hung up once a gateway is back, as sshd hangs up a dropped connection's.
+    const cut = spawn('ssh', [...server.sshOptions(key), '-p', String(server.port), '-tt', 'alice@127.0.0.1', 'echo $$ > /tmp/cut; sleep 10000'], { stdio: 'pipe' });
+    cut.on('error', () => undefined);
+    let cutPid = '';
+    for (let i = 0; i < 100 && !/^\d+$/.test(cutPid); i++) {
+      await new Promise((r) => setTimeout(r, 200));
+      cutPid = (await server.ssh('alice', key, ['cat /tmp/cut 2>/dev/null'])).stdout.trim();
+    }
+    assert.match(cutPid, /^\d+$/, 'the pty session started');
 
     await server.kill9();
+    cut.kill('SIGKILL');
     assert.ok(isAlive(qemuPid), 'QEMU outlives the gateway');
     // Let the guest print its line while nothing is attached to the console.
     await new Promise((r) => setTimeout(r, 4000));
@@ -66,6 +78,8 @@ describe('gateway restart', () => {
     const again = await server.ssh('alice', key, [`${BOOT_ID}; kill -0 ${sleepPid} && echo alive; cat /tmp/kept; echo printed-after-reattach > /dev/ttyS0`]);
     assert.equal(again.code, 0, again.stderr);
     assert.deepEqual(again.stdout.trim().split('\n'), [bootId, 'alive', 'kept'], 'same boot, the process and the tmpfs file are still there');
+    const hungUp = await server.ssh('alice', key, [`kill -0 ${cutPid} 2>/dev/null && echo still-there || echo hung-up; ${AGENT_CHILDREN}`]);
+    assert.deepEqual(hungUp.stdout.trim().split('\n'), ['hung-up', '1'], 'the cut pty session was hung up, and nothing else of it is left');
     assert.equal(server.qemuPid('alice'), qemuPid, 'the same QEMU');
     assert.equal(server.events('vm-boot').length + server.events('vm-resume').length, 0, 'nothing was booted or resumed');
     const status = await server.ssh('alice+status', key);

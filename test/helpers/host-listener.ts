@@ -1,4 +1,4 @@
-import { connect, createServer, type Server } from 'node:net';
+import { connect, createServer, type Server, type Socket } from 'node:net';
 import { readFileSync, readdirSync } from 'node:fs';
 
 /**
@@ -14,12 +14,16 @@ export class HostListener {
     readonly port: number,
     /** Every connection accepted so far, in order. */
     readonly connections: Array<{ remoteAddress: string | undefined; at: number }>,
+    private readonly sockets: Set<Socket>,
   ) {}
 
   static start(): Promise<HostListener> {
     return new Promise((resolve, reject) => {
       const conns: HostListener['connections'] = [];
+      const sockets = new Set<Socket>();
       const server = createServer((socket) => {
+        sockets.add(socket);
+        socket.once('close', () => sockets.delete(socket));
         conns.push({ remoteAddress: socket.remoteAddress, at: Date.now() });
         socket.on('error', () => {});
         socket.end(`${HostListener.GREETING}\n`);
@@ -27,12 +31,14 @@ export class HostListener {
       server.on('error', reject);
       server.listen(0, '127.0.0.1', () => {
         const addr = server.address();
-        resolve(new HostListener(server, typeof addr === 'object' && addr ? addr.port : 0, conns));
+        resolve(new HostListener(server, typeof addr === 'object' && addr ? addr.port : 0, conns, sockets));
       });
     });
   }
 
+  /** Stop listening and end the connections still open. */
   close(): Promise<void> {
+    for (const s of this.sockets) s.destroy();
     return new Promise((resolve) => this.server.close(() => resolve()));
   }
 }
