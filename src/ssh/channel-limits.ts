@@ -16,13 +16,10 @@ export interface ChannelLimits {
   maxUserSessions: number;
 }
 
-/** Over-cap sessions still accepted (to be told why on stderr) before further ones are rejected outright. */
-const EXPLAINED_OVER_CAP = 2;
-
 export type ChannelDecision =
   | { ok: true; release: () => void }
-  /** Accept the session only to write `reason` on stderr and close it. */
-  | { ok: false; reason: string; explain: boolean };
+  /** Refuse the channel open, with `reason` as its description (as sshd past MaxSessions). */
+  | { ok: false; reason: string };
 
 /** Session counts per user, shared by every connection of the server. */
 export class UserSessions {
@@ -49,7 +46,6 @@ export class UserSessions {
 export class ConnectionChannels {
   private sessions = 0;
   private channels = 0;
-  private overCap = 0;
   private readonly logged = new Set<LimitName>();
   private readonly releases = new Set<() => void>();
 
@@ -68,9 +64,7 @@ export class ConnectionChannels {
     const refusal = this.sessionRefusal();
     if (refusal) {
       this.hit(refusal.limit, refusal.reason, refusal.max);
-      const explain = this.overCap < EXPLAINED_OVER_CAP;
-      if (explain) this.overCap++;
-      return { ok: false, reason: refusal.reason, explain };
+      return { ok: false, reason: refusal.reason };
     }
     this.sessions++;
     this.channels++;
@@ -88,11 +82,6 @@ export class ConnectionChannels {
   /** The connection is gone: whatever ssh2 did or did not report, its sessions no longer count for its user. */
   closeAll(): void {
     for (const release of [...this.releases]) release();
-  }
-
-  /** An over-cap session that was accepted only to be told why has closed. */
-  explained(): void {
-    this.overCap = Math.max(0, this.overCap - 1);
   }
 
   /** A non-session channel (direct-tcpip) is being opened; undefined if refused. */

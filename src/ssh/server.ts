@@ -18,6 +18,11 @@ import { SERVER_ALGORITHMS } from './algorithms.js';
 
 const { Server, utils } = ssh2;
 
+/** ssh2's channel-open rejection, as patched (patches/): an RFC 4254 §5.1 reason code and description. */
+type RejectWithReason = (reasonCode?: number, description?: string) => void;
+/** SSH_OPEN_ADMINISTRATIVELY_PROHIBITED (RFC 4254 §5.1), what sshd answers past MaxSessions. */
+const ADMINISTRATIVELY_PROHIBITED = 1;
+
 /**
  * The software version in our SSH identification string (RFC 4253 §4.2).
  * OpenSSH's client tells a server its output is gone (`eow@openssh.com`, so
@@ -187,12 +192,9 @@ function onReady(client: Connection, routing: Routing, channels: ConnectionChann
   const remote = route && route.mode === 'shell' && !refusal && !opts.consoleOnly && opts.remoteForwarding ? new RemoteForwards(client, route.vm, opts.acquire, log.child({ vm: route.vm })) : undefined;
   client.on('session', (accept, reject) => {
     const allowed = channels.openSession();
-    if (!allowed.ok) {
-      if (!allowed.explain) return reject();
-      const over = accept();
-      over.once('close', () => channels.explained());
-      return refuseSession(over, allowed.reason);
-    }
+    // As sshd past MaxSessions: the channel is refused (an OpenSSH ControlMaster client then opens a
+    // connection of its own), with the reason as the refusal's description, which the client prints.
+    if (!allowed.ok) return (reject as RejectWithReason)(ADMINISTRATIVELY_PROHIBITED, allowed.reason);
     const session = accept();
     session.once('close', allowed.release);
     if (admin && !refusal) return serveAdminSession(session, admin, log.child({ admin: true, fingerprint: 'route' in routing ? routing.fingerprint : undefined }));
