@@ -20,7 +20,7 @@ export interface BuildProgress {
 /**
  * Build the default guest image into `outDir`: Debian's cloud kernel, and an
  * initramfs with busybox, sshvisor-agent (built from agent/ here), sftp-server,
- * scp, ssh, ssh-add, rsync and the virtio modules. The new image replaces the old one only
+ * scp, ssh, ssh-add, rsync, nohup and the virtio modules. The new image replaces the old one only
  * once it is complete.
  */
 export async function buildDefaultImage(outDir: string, progress: BuildProgress = () => {}): Promise<ImageManifest> {
@@ -30,6 +30,8 @@ export async function buildDefaultImage(outDir: string, progress: BuildProgress 
   // ssh and ssh-add: what a user with a forwarded agent (ssh -A) reaches for, e.g. git over SSH.
   const sshClient = requireFile('/usr/bin/ssh', 'openssh-client');
   const sshAdd = requireFile('/usr/bin/ssh-add', 'openssh-client');
+  // Debian's busybox-static has no nohup applet; people reach for `nohup ./server &`.
+  const nohup = requireFile('/usr/bin/nohup', 'coreutils');
   const rsync = requireFile('/usr/bin/rsync', 'rsync');
   requireTool('cpio');
   requireTool('modinfo');
@@ -55,6 +57,7 @@ export async function buildDefaultImage(outDir: string, progress: BuildProgress 
     await stage.copyProgram(scp, '/usr/bin/scp');
     await stage.copyProgram(sshClient, '/usr/bin/ssh');
     await stage.copyProgram(sshAdd, '/usr/bin/ssh-add');
+    await stage.copyProgram(nohup, '/usr/bin/nohup');
     await stage.copyProgram(rsync, '/usr/bin/rsync');
     progress('building sshvisor-agent');
     const agent = join(work.dir, 'sshvisor-agent');

@@ -212,7 +212,11 @@ function onReady(client: Connection, routing: Routing, channels: ConnectionChann
         execRefusal: `the image of ${route.vm} has no shell to run commands in; use \`ssh -t ${route.vm}@host\` for its console`,
       });
     }
-    relaySession(session, route.vm, opts.acquire, vlog, client, { agentForwarding: opts.agentForwarding, earlierRequests: remote && (() => remote.settled()) });
+    relaySession(session, route.vm, opts.acquire, vlog, client, {
+      agentForwarding: opts.agentForwarding,
+      earlierRequests: remote && (() => remote.settled()),
+      refusals: () => told.splice(0),
+    });
   });
   client.on('tcpip', (accept, reject, info) => {
     if (refusal || !route || route.mode !== 'shell' || opts.consoleOnly) return reject();
@@ -230,7 +234,14 @@ function onReady(client: Connection, routing: Routing, channels: ConnectionChann
     relayDirectTcpip(counted, refused, info, route.vm, opts.acquire, log.child({ vm: route.vm }));
   });
   let refusedRequests = 0;
+  /** Reasons for refused requests, told once on the connection's next session (a global request's refusal has no text). */
+  const told: string[] = [];
+  let toldRemote = false;
   client.on('request', (accept, reject, name, info) => {
+    if (!remote && name === 'tcpip-forward' && route?.mode === 'shell' && !opts.remoteForwarding && !toldRemote) {
+      toldRemote = true;
+      told.push('remote port forwarding (ssh -R) is turned off on this server');
+    }
     if (remote && name === 'tcpip-forward') {
       const { bindAddr, bindPort } = info as { bindAddr: string; bindPort: number };
       void remote.listen(bindAddr, bindPort).then(

@@ -27,6 +27,8 @@ export interface RelayPolicy {
   agentForwarding: boolean;
   /** Resolves when this connection's earlier requests are done (its `ssh -R` listeners: RemoteForwards.settled). */
   earlierRequests?: () => Promise<void>;
+  /** Why this connection's earlier requests were refused (e.g. `-R` turned off), told once on a session's stderr. */
+  refusals?: () => string[];
 }
 
 /**
@@ -75,8 +77,13 @@ export function relaySession(session: Session, vmName: string, acquire: AcquireV
     proc.stdout.resume();
   });
   session.on('x11', (_accept, reject) => reject?.());
+  let agentRefused = false;
   session.on('auth-agent', (accept, reject) => {
-    if (!policy.agentForwarding) return reject?.();
+    // OpenSSH's client asks without wanting a reply, so a refusal alone would be silent: say it on stderr.
+    if (!policy.agentForwarding) {
+      agentRefused = true;
+      return reject?.();
+    }
     agentForward = true;
     accept?.();
   });
@@ -114,6 +121,8 @@ export function relaySession(session: Session, vmName: string, acquire: AcquireV
     stream.once('close', () => lease.release());
     if (!lease.agent) return fail(stream, `the VM ${vmName} has no guest agent`);
     await policy.earlierRequests?.();
+    if (agentRefused) notice(stream, 'agent forwarding (ssh -A) is turned off on this server');
+    for (const line of policy.refusals?.() ?? []) notice(stream, line);
 
     let p: AgentProcess;
     try {

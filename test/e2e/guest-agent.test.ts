@@ -2,9 +2,12 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { resolve } from 'node:path';
 import { SshvisorServer, runProgram } from '../helpers/sshvisor-server.js';
 import { HostListener } from '../helpers/host-listener.js';
 import { AGENT_CHILDREN } from '../helpers/guest-probes.js';
+
+const MAIN = resolve(import.meta.dirname, '..', '..', 'src', 'cli', 'main.js');
 
 /**
  * What users get from sshvisor's own guest agent (docs/guest-protocol.md)
@@ -116,5 +119,46 @@ describe('sessions through the guest agent', () => {
     } finally {
       tty.kill('SIGKILL');
     }
+  });
+
+  it('a session cut by an operator\'s suspend says why; its processes are hung up when the VM resumes', async () => {
+    const cut = runProgram('ssh', [...server.sshOptions(key), '-p', String(server.port), '-tt', 'alice@127.0.0.1', 'echo $$ > /tmp/cut-by-suspend; echo started; sleep 1000']);
+    let pid = '';
+    for (let i = 0; i < 100 && !/^\d+$/.test(pid); i++) {
+      await new Promise((r) => setTimeout(r, 200));
+      pid = (await alice(['cat /tmp/cut-by-suspend 2>/dev/null'])).stdout.trim();
+    }
+    assert.match(pid, /^\d+$/, 'the pty session started');
+    const suspended = await runProgram(process.execPath, [MAIN, 'suspend', 'alice', '--data-dir', server.dataDir]);
+    assert.equal(suspended.code, 0, suspended.stderr);
+    const r = await cut;
+    assert.match(r.stdout + r.stderr, /sshvisor: alice's VM was suspended to disk \(its processes are hung up when it resumes\); this session ended with it/);
+    const after = await alice([`kill -0 ${pid} 2>/dev/null && echo still-there || echo hung-up; ${AGENT_CHILDREN}`], { timeoutMs: 180_000 });
+    assert.deepEqual(after.stdout.trim().split('\n'), ['hung-up', '1'], after.stderr);
+  });
+
+  it('ships nohup, so `nohup ./server &` works, and its output file is written', async () => {
+    const r = await alice(['nohup sh -c "echo from-nohup" > /tmp/nohup-test.out 2>&1 & wait; cat /tmp/nohup-test.out']);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stdout, 'from-nohup\n');
+  });
+});
+
+describe('agent and remote forwarding turned off', () => {
+  let server: SshvisorServer;
+  let key: string;
+
+  before(async () => {
+    server = await new SshvisorServer(['--agent-forwarding', 'off', '--remote-forwarding', 'off']).start();
+    key = server.makeKey('bob');
+  });
+  after(() => server.stop());
+
+  it('refuses ssh -A and ssh -R with a reason on stderr, and runs the command', async () => {
+    const r = await server.ssh('bob', key, ['echo "sock=$SSH_AUTH_SOCK"'], { sshArgs: ['-A', '-R', '9000:127.0.0.1:9'], timeoutMs: 180_000, env: { ...process.env, SSH_AUTH_SOCK: '/nonexistent' } });
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stdout, 'sock=\n');
+    assert.match(r.stderr, /^sshvisor: agent forwarding \(ssh -A\) is turned off on this server\r$/m);
+    assert.match(r.stderr, /^sshvisor: remote port forwarding \(ssh -R\) is turned off on this server\r$/m);
   });
 });

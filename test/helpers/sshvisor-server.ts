@@ -105,7 +105,7 @@ export class SshvisorServer {
   }
 
   /** Run `ssh [opts] user@server cmd` and collect everything. */
-  ssh(user: string, key: string, command: string[] = [], opts: { input?: Buffer | string; sshArgs?: string[]; timeoutMs?: number } = {}): Promise<RunResult> {
+  ssh(user: string, key: string, command: string[] = [], opts: { input?: Buffer | string; sshArgs?: string[]; timeoutMs?: number; env?: NodeJS.ProcessEnv } = {}): Promise<RunResult> {
     return runProgram('ssh', [...this.sshOptions(key), '-p', String(this.port), ...(opts.sshArgs ?? []), `${user}@127.0.0.1`, ...command], opts);
   }
 
