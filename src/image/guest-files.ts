@@ -23,6 +23,8 @@ mount -t devpts -o gid=5,mode=620,ptmxmode=666 devpts /dev/pts
 mount -t tmpfs -o mode=1777 tmpfs /tmp
 mount -t tmpfs -o mode=755 tmpfs /run
 echo "${GUEST_INIT_MARKER}"
+# Every Magic SysRq function, from the serial console's break (ssh -t NAME+console@host, then ~B): the VM owner's debugging tool.
+echo 1 > /proc/sys/kernel/sysrq
 
 # First: the agent, the gateway's way in. It waits for its virtio-serial port (the module below).
 setsid /usr/sbin/sshvisor-agent < /dev/null > /dev/console 2>&1 &

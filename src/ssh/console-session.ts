@@ -31,7 +31,15 @@ export function serveConsoleSession(
   options: { execRefusal?: string } = {},
 ): void {
   let started = false;
+  /** Set while an interactive console is attached: sends a serial break to its VM. */
+  const breaker: { send?: () => void } = {};
   session.on('pty', (accept) => accept?.());
+  // RFC 4335 (`~B` in OpenSSH's client): a serial break on an interactive console, so Linux's Magic
+  // SysRq works from it; read-only viewers can send nothing, so it is a no-op there.
+  session.on('break', (accept) => {
+    breaker.send?.();
+    accept?.();
+  });
   session.on('env', (accept) => accept?.());
   session.on('window-change', (accept) => accept?.());
   session.on('signal', (accept) => accept?.());
@@ -40,7 +48,7 @@ export function serveConsoleSession(
   session.on('subsystem', (_a, reject) => reject?.());
   const begin = (stream: ServerChannel): void => {
     started = true;
-    void streamConsole(stream, vmName, mode, access, log).catch((err) => fail(stream, errorMessage(err)));
+    void streamConsole(stream, vmName, mode, access, log, breaker).catch((err) => fail(stream, errorMessage(err)));
   };
   session.on('shell', (accept, reject) => (started ? reject?.() : begin(accept())));
   session.on('exec', (accept, reject) => {
@@ -50,8 +58,12 @@ export function serveConsoleSession(
   });
 }
 
-/** Serve one console mode on an accepted channel (also used by the admin's `watch NAME`). */
-export async function streamConsole(stream: ServerChannel, vmName: string, mode: ConsoleMode, access: ConsoleAccess, log: Logger): Promise<void> {
+/**
+ * Serve one console mode on an accepted channel (also used by the admin's
+ * `watch NAME`). With `breaker`, an interactive console sets its `send` to
+ * send its VM a serial break.
+ */
+export async function streamConsole(stream: ServerChannel, vmName: string, mode: ConsoleMode, access: ConsoleAccess, log: Logger, breaker?: { send?: () => void }): Promise<void> {
   if (mode === 'logs') {
     stream.write(access.hub.history(vmName));
     stream.exit(0);
@@ -65,6 +77,8 @@ export async function streamConsole(stream: ServerChannel, vmName: string, mode:
     // The console is how one reaches a guest with no SSH daemon, or a broken one: don't wait for SSH.
     lease = await access.acquire(vmName, { guest: false, onNotice: (line) => notice(stream, line) });
     if (stream.destroyed) return lease.release();
+    const vm = lease.vm;
+    if (breaker) breaker.send = () => vm.sendBreak();
   }
   const channel = access.hub.channel(vmName);
   const readOnly = mode === 'watch';

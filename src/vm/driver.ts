@@ -127,6 +127,8 @@ export interface Vm extends EventEmitter<VmEvents> {
   status(): Promise<VmStatus>;
   /** Send bytes to the guest's serial console input. */
   writeConsole(data: Buffer | string): void;
+  /** Send a serial break on the console (RFC 4335's `break`; Linux: Magic SysRq's prefix). */
+  sendBreak(): void;
 }
 
 export interface VmDriver {

@@ -43,6 +43,23 @@ describe('console history over SSH', () => {
     }
   });
 
+  it('~B on +console is a serial break: Magic SysRq t dumps the tasks into the console history', async () => {
+    const term = new TmuxTerminal(`ssh -t ${server.sshOptions(owner).join(' ')} -p ${server.port} alice+console@127.0.0.1`, 120, 40);
+    try {
+      await term.waitFor(/alice's console: keystrokes go to the VM/);
+      // OpenSSH's escape: at the start of a line, ~B sends a break request (RFC 4335).
+      term.keys('Enter');
+      term.literal('~B');
+      await new Promise((r) => setTimeout(r, 500));
+      term.literal('t');
+      await term.waitFor(/sysrq: Show State/);
+    } finally {
+      term.close();
+    }
+    const logs = await server.ssh('alice+logs', owner);
+    assert.match(logs.stdout, /sysrq: Show State/);
+  });
+
   it('+watch is read-only, for many viewers at once, identical bytes in the same order', async () => {
     const viewers = Array.from({ length: 20 }, () => {
       const p = spawn('ssh', [...server.sshOptions(owner), '-p', String(server.port), 'alice+watch@127.0.0.1'], { stdio: ['pipe', 'pipe', 'pipe'] });

@@ -14,6 +14,10 @@ export class FakeVm extends EventEmitter<VmEvents> {
   writeConsole(data: Buffer | string): void {
     this.typed.push(data.toString());
   }
+  breaks = 0;
+  sendBreak(): void {
+    this.breaks++;
+  }
   out(s: string | Buffer): void {
     this.emit('console', Buffer.isBuffer(s) ? s : Buffer.from(s, 'latin1'));
   }

@@ -22,6 +22,16 @@ export class TmuxTerminal {
     this.tmux('send-keys', '-t', 'main', 'Enter');
   }
 
+  /** Type `text` as is, with no Enter after it. */
+  literal(text: string): void {
+    this.tmux('send-keys', '-t', 'main', '-l', text);
+  }
+
+  /** Press keys by tmux name (`Enter`, `C-c`, ...). */
+  keys(...names: string[]): void {
+    this.tmux('send-keys', '-t', 'main', ...names);
+  }
+
   resize(cols: number, rows: number): void {
     this.tmux('resize-window', '-t', 'main', '-x', String(cols), '-y', String(rows));
   }

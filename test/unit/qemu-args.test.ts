@@ -55,7 +55,7 @@ it('under KVM: host CPU, no TSC hint', () => {
 it('console and QMP are unix sockets, the disk is virtio-blk', () => {
   const args = buildQemuArgs(spec, paths);
   assert.equal(arg(args, '-qmp'), 'unix:/q.sock,server=on,wait=off');
-  assert.equal(arg(args, '-chardev'), 'socket,id=console0,path=/c.sock,server=on,wait=off');
+  assert.equal(arg(args, '-chardev'), 'socket,id=console0,path=/c.sock,server=on,wait=off,telnet=on');
   assert.match(arg(args, '-drive')!, /file=\/data\/vms\/alice\/disk\.img,format=raw/);
   assert.ok(args.includes('virtio-blk-device,drive=disk0'));
 });

@@ -67,7 +67,8 @@ export function buildQemuArgs(spec: VmSpec, paths: QemuRuntimePaths, opts: QemuA
     '-S',
     '-pidfile', paths.pidFile,
     '-qmp', `unix:${opt(paths.qmpSocket)},server=on,wait=off`,
-    '-chardev', `socket,id=console0,path=${opt(paths.consoleSocket)},server=on,wait=off`,
+    // telnet=on: so a serial break can be sent (console-telnet.ts).
+    '-chardev', `socket,id=console0,path=${opt(paths.consoleSocket)},server=on,wait=off,telnet=on`,
     '-serial', 'chardev:console0',
     '-kernel', spec.image.kernel,
     '-append', kernelArgs.join(' '),

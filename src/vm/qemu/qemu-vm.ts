@@ -14,6 +14,7 @@ import { fsyncPath, loadState, saveState } from './migration.js';
 import { jailFor, removeJail } from './qemu-jail.js';
 import type { VmUser } from './vm-user.js';
 import { connectUnix } from '../../util/unix-socket.js';
+import { TELNET_BREAK, TelnetInitStripper, escapeTelnet } from './console-telnet.js';
 import { fsyncDir } from '../../util/atomic-write.js';
 
 const PANIC_TEXT = 'Kernel panic - not syncing';
@@ -140,7 +141,12 @@ export class QemuVm extends EventEmitter<VmEvents> implements Vm {
     this.qmp = await QmpClient.connect(this.paths.qmpSocket);
     this.qmp.on('event', (e) => this.onQmpEvent(e));
     this.consoleSocket = await connectUnix(this.paths.consoleSocket);
-    this.consoleSocket.on('data', (b: Buffer) => this.onConsole(b));
+    // Each connection starts with QEMU's telnet negotiation (console-telnet.ts), not console output.
+    const telnet = new TelnetInitStripper();
+    this.consoleSocket.on('data', (b: Buffer) => {
+      const bytes = telnet.push(b);
+      if (bytes.length > 0) this.onConsole(bytes);
+    });
     this.consoleSocket.on('error', () => {});
   }
 
@@ -241,7 +247,11 @@ export class QemuVm extends EventEmitter<VmEvents> implements Vm {
   }
 
   writeConsole(data: Buffer | string): void {
-    if (this.consoleSocket && !this.consoleSocket.destroyed) this.consoleSocket.write(data);
+    if (this.consoleSocket && !this.consoleSocket.destroyed) this.consoleSocket.write(escapeTelnet(Buffer.from(data)));
+  }
+
+  sendBreak(): void {
+    if (this.consoleSocket && !this.consoleSocket.destroyed) this.consoleSocket.write(TELNET_BREAK);
   }
 
   private requireQmp(): QmpClient {
