@@ -209,6 +209,9 @@ export function registerServeCommand(program: Command): void {
       if (stopping) return;
       stopping = true;
       logger.info({ event: 'shutdown', signal }, 'shutting down: suspending VMs');
+      // QEMU processes are detached and unref'd (they outlive us): nothing else may be left to keep the
+      // event loop alive while a suspend waits for its QEMU to quit, so hold it open until the end.
+      setInterval(() => undefined, 1000);
       server.close();
       void control
         .close()
