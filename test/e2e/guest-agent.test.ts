@@ -6,6 +6,7 @@ import { resolve } from 'node:path';
 import { SshvisorServer, runProgram } from '../helpers/sshvisor-server.js';
 import { HostListener } from '../helpers/host-listener.js';
 import { AGENT_CHILDREN } from '../helpers/guest-probes.js';
+import { startSshAgent } from '../helpers/ssh-agent.js';
 
 const MAIN = resolve(import.meta.dirname, '..', '..', 'src', 'cli', 'main.js');
 
@@ -61,13 +62,9 @@ describe('sessions through the guest agent', () => {
   });
 
   it('forwards the agent with ssh -A: ssh-add -l in the guest lists the user\'s keys', async () => {
-    const agent = spawnSync('ssh-agent', ['-s'], { encoding: 'utf8' });
-    const sock = /SSH_AUTH_SOCK=([^;]+);/.exec(agent.stdout)?.[1];
-    const pid = Number(/SSH_AGENT_PID=(\d+);/.exec(agent.stdout)?.[1]);
-    assert.ok(sock && pid, agent.stdout);
+    const agent = startSshAgent([key]);
     try {
-      const env = { ...process.env, SSH_AUTH_SOCK: sock };
-      assert.equal(spawnSync('ssh-add', [key], { env }).status, 0);
+      const env = agent.env;
       const fingerprint = spawnSync('ssh-keygen', ['-lf', `${key}.pub`], { encoding: 'utf8' }).stdout.split(' ')[1];
       const r = await runProgram('ssh', [...server.sshOptions(key), '-p', String(server.port), '-A', 'alice@127.0.0.1', 'ssh-add -l; echo "sock=$SSH_AUTH_SOCK"'], { env });
       assert.equal(r.code, 0, r.stderr);
@@ -77,7 +74,7 @@ describe('sessions through the guest agent', () => {
       const without = await runProgram('ssh', [...server.sshOptions(key), '-p', String(server.port), 'alice@127.0.0.1', 'echo "sock=$SSH_AUTH_SOCK"'], { env });
       assert.equal(without.stdout, 'sock=\n');
     } finally {
-      process.kill(pid, 'SIGTERM');
+      agent.stop();
     }
   });
 
@@ -155,10 +152,15 @@ describe('agent and remote forwarding turned off', () => {
   after(() => server.stop());
 
   it('refuses ssh -A and ssh -R with a reason on stderr, and runs the command', async () => {
-    const r = await server.ssh('bob', key, ['echo "sock=$SSH_AUTH_SOCK"'], { sshArgs: ['-A', '-R', '9000:127.0.0.1:9'], timeoutMs: 180_000, env: { ...process.env, SSH_AUTH_SOCK: '/nonexistent' } });
-    assert.equal(r.code, 0, r.stderr);
-    assert.equal(r.stdout, 'sock=\n');
-    assert.match(r.stderr, /^sshvisor: agent forwarding \(ssh -A\) is turned off on this server\r$/m);
-    assert.match(r.stderr, /^sshvisor: remote port forwarding \(ssh -R\) is turned off on this server\r$/m);
+    const agent = startSshAgent([key]);
+    try {
+      const r = await server.ssh('bob', key, ['echo "sock=$SSH_AUTH_SOCK"'], { sshArgs: ['-A', '-R', '9000:127.0.0.1:9'], timeoutMs: 180_000, env: agent.env });
+      assert.equal(r.code, 0, r.stderr);
+      assert.equal(r.stdout, 'sock=\n');
+      assert.match(r.stderr, /^sshvisor: agent forwarding \(ssh -A\) is turned off on this server\r$/m);
+      assert.match(r.stderr, /^sshvisor: remote port forwarding \(ssh -R\) is turned off on this server\r$/m);
+    } finally {
+      agent.stop();
+    }
   });
 });

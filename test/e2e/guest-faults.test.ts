@@ -75,7 +75,7 @@ describe('a guest that hangs, floods or panics affects no one else', () => {
     assert.deepEqual([spin.code, spin.stdout], [0, 'spinning\n'], spin.stderr);
     const hungAfterMs = await waitForState('bob', 'hung', 3 * HUNG_TIMEOUT_SEC * 1000 + 1000);
     const report = (await ssh('bob+status')).stdout;
-    assert.match(field(report, 'health'), /^hung: the guest has not answered over SSH for \d+ s/);
+    assert.match(field(report, 'health'), /^hung: the guest's agent has not answered for \d+ s/);
     assert.equal(server.events('vm-hung').filter((e) => e.vm === 'bob').length, 1);
     const ls = await cli('ls');
     assert.match(ls.stdout, /\nbob +\S+ +hung /, ls.stdout);
@@ -108,7 +108,7 @@ describe('a guest that hangs, floods or panics affects no one else', () => {
     const back = await ssh('bob', ['echo bob-is-back']);
     assert.deepEqual([back.code, back.stdout], [0, 'bob-is-back\n'], back.stderr);
     const bobLog = (await ssh('bob+logs', [], { timeoutMs: 60_000 })).stdout;
-    assert.match(bobLog, /\[sshvisor [^\]]+\] VM not answering: the guest has not answered over SSH/);
+    assert.match(bobLog, /\[sshvisor [^\]]+\] VM not answering: the guest's agent has not answered/);
     assert.match(bobLog, /\[sshvisor [^\]]+\] VM answers again/);
 
     // Alice's session saw every tick, in order, and nothing else.
