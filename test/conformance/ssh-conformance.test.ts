@@ -240,7 +240,8 @@ describe('SSH conformance: sshvisor vs OpenSSH sshd', () => {
       for (let i = 0; i < 100 && !readdirSync(dir).includes('agent.sock'); i++) await sleep(50);
       const env = { ...process.env, SSH_AUTH_SOCK: sock };
       assert.equal(spawnSync('ssh-add', ['-q', pair.key], { env }).status, 0);
-      const r = await same(['ssh-add -l'], { before: ['-o', `ForwardAgent=${sock}`] });
+      // IdentityAgent=none (the suite's default) would also turn forwarding off.
+      const r = await same(['ssh-add -l'], { env, before: ['-A', '-o', `IdentityAgent=${sock}`] });
       assert.match(r.stdout.toString(), /ED25519/);
       await same(['ssh-add -l; echo rc=$?'], { env });
     } finally {
