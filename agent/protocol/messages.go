@@ -39,7 +39,7 @@ type HelloAckInfo struct {
 	Agent      string `json:"agent"`
 	MinVersion int    `json:"minVersion"`
 	MaxVersion int    `json:"maxVersion"`
-	BootID     string `json:"bootId"`
+	BootID     string `json:"bootId,omitempty"`
 	UptimeMs   int64  `json:"uptimeMs"`
 }
 

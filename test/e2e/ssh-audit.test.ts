@@ -29,7 +29,7 @@ describe('ssh-audit', () => {
     mkdirSync(join(REPORT, '..'), { recursive: true });
     writeFileSync(REPORT, `$ ssh-audit -n -p PORT 127.0.0.1   (exit status ${r.code})\n\n${r.stdout}${r.stderr}`);
     const lines = r.stdout.split('\n');
-    assert.match(r.stdout, /\(gen\) banner: SSH-2\.0-sshvisor/, 'ssh-audit reached the server');
+    assert.match(r.stdout, /\(gen\) banner: SSH-2\.0-OpenSSH_sshvisor/, 'ssh-audit reached the server');
     assert.deepEqual(lines.filter((l) => l.includes('[fail]')), [], `failures in ${REPORT}`);
     const warnings = lines.filter((l) => l.includes('[warn]') && !KNOWN_WARNINGS.some((re) => re.test(l.trim())));
     assert.deepEqual(warnings, [], `unexpected warnings in ${REPORT}`);

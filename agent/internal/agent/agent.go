@@ -174,9 +174,11 @@ func (a *Agent) hello(payload []byte) error {
 	a.loggedBad = false
 	gen := a.gen
 	a.mu.Unlock()
+	// No boot id here: a clone's first HELLO comes before its identity reseeds the RNG, and the kernel
+	// makes boot_id on its first read, so reading it now would give every clone of a template the same.
 	info := protocol.HelloAckInfo{
 		Agent: "sshvisor-agent " + a.version, MinVersion: protocol.Version, MaxVersion: protocol.Version,
-		BootID: bootID(), UptimeMs: uptimeMs(),
+		UptimeMs: uptimeMs(),
 	}
 	a.out.push(gen, protocol.Encode(protocol.TypeHelloAck, 0, protocol.EncodeHelloAck(h.ChooseVersion(), h.Nonce, info)))
 	return nil
