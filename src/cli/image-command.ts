@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import { isCurrentImage } from '../image/image.js';
-import { buildDefaultImage } from '../image/build.js';
+import { buildDefaultImage, imageRecipe } from '../image/build.js';
 import { defaultDataDir, defaultImageDir } from '../util/paths.js';
 
 export function registerImageCommands(program: Command): void {
@@ -13,7 +13,7 @@ export function registerImageCommands(program: Command): void {
     .option('--if-missing', 'do nothing if a current image is already there')
     .action(async (opts: { out?: string; dataDir: string; ifMissing?: boolean }) => {
       const out = opts.out ?? defaultImageDir(opts.dataDir);
-      if (opts.ifMissing && isCurrentImage(out)) {
+      if (opts.ifMissing && isCurrentImage(out, imageRecipe())) {
         process.stdout.write(`guest image already built in ${out} (\`sshvisor image build\` rebuilds it)\n`);
         return;
       }

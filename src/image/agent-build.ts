@@ -6,7 +6,7 @@ import { run } from '../util/exec.js';
 import { requireTool } from '../util/tools.js';
 
 /** agent/ in the source tree (this file runs from dist/src/image/). */
-const AGENT_DIR = fileURLToPath(new URL('../../../agent', import.meta.url));
+export const AGENT_DIR = fileURLToPath(new URL('../../../agent', import.meta.url));
 
 /**
  * Build sshvisor-agent (agent/, Go standard library only) into `outFile`: a

@@ -6,12 +6,32 @@ import { downloadCloudKernel, extractDeb, installedVersions, makeWorkDir } from 
 import { GUEST_MODULES, resolveModules } from './kernel-modules.js';
 import { guestFiles } from './guest-files.js';
 import { AGENT_PROTOCOL, GUEST_CONTRACT_VERSION } from './guest-contract.js';
-import { buildAgent } from './agent-build.js';
+import { AGENT_DIR, buildAgent } from './agent-build.js';
+import { createHash } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { relative } from 'node:path';
 import { RootfsStaging } from './initramfs.js';
 import { MANIFEST_FILE, sha256File, type ImageManifest } from './manifest.js';
 
 /** Host packages whose binaries go into the guest; their versions go into the manifest. */
 const GUEST_PACKAGES = ['busybox-static', 'openssh-sftp-server', 'openssh-client', 'rsync', 'golang-go'] as const;
+
+/**
+ * A sha256 of everything the default image is made from here: the guest
+ * contract, the init files, the module and package lists, and every file of
+ * the agent's source (agent/). Recorded in the manifest; an image of another
+ * recipe is out of date for `image build --if-missing`.
+ */
+export function imageRecipe(): string {
+  const hash = createHash('sha256');
+  hash.update(JSON.stringify([GUEST_CONTRACT_VERSION, GUEST_MODULES, GUEST_PACKAGES, guestFiles([])]));
+  const walk = (dir: string): string[] =>
+    readdirSync(dir, { withFileTypes: true })
+      .sort((a, b) => (a.name < b.name ? -1 : 1))
+      .flatMap((e) => (e.isDirectory() ? walk(join(dir, e.name)) : [join(dir, e.name)]));
+  for (const file of walk(AGENT_DIR)) hash.update(relative(AGENT_DIR, file)).update('\0').update(readFileSync(file)).update('\0');
+  return hash.digest('hex');
+}
 
 export interface BuildProgress {
   (step: string): void;
@@ -75,6 +95,7 @@ export async function buildDefaultImage(outDir: string, progress: BuildProgress 
     const manifest: ImageManifest = {
       format: 1,
       contract: GUEST_CONTRACT_VERSION,
+      recipe: imageRecipe(),
       builtAt: new Date().toISOString(),
       kernel: { package: kernel.pkg, version: kernel.version, release },
       packages: await installedVersions(GUEST_PACKAGES),

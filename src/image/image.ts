@@ -39,11 +39,16 @@ export function loadImage(dir: string, name = 'default'): GuestImage {
   return { name, kernel, initrd, append: [], agent: manifest.guest.agent !== undefined, manifest };
 }
 
-/** Whether `dir` holds an image that this sshvisor can boot (used by `image build --if-missing`). */
-export function isCurrentImage(dir: string): boolean {
+/**
+ * Whether `dir` holds an image that this sshvisor can boot and that was
+ * built from `recipe` (build.ts imageRecipe(): the agent's source, the
+ * guest's init, modules and packages), so `image build --if-missing`
+ * rebuilds an image whose ingredients changed. `serve` itself only needs
+ * the contract (loadImage).
+ */
+export function isCurrentImage(dir: string, recipe: string): boolean {
   try {
-    loadImage(dir);
-    return true;
+    return loadImage(dir).manifest?.recipe === recipe;
   } catch {
     return false;
   }

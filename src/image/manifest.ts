@@ -10,6 +10,8 @@ export const manifestSchema = z.object({
   format: z.literal(1),
   /** GUEST_CONTRACT_VERSION the image was built for (absent: 1). */
   contract: z.number().int().default(1),
+  /** imageRecipe() of the sshvisor that built it: another recipe is rebuilt by `image build --if-missing`. */
+  recipe: z.string().optional(),
   builtAt: z.string(),
   kernel: z.object({ package: z.string(), version: z.string(), release: z.string() }),
   packages: z.record(z.string(), z.string()),

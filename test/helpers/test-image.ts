@@ -1,5 +1,5 @@
 import { isCurrentImage, loadImage, type GuestImage } from '../../src/image/image.js';
-import { buildDefaultImage } from '../../src/image/build.js';
+import { buildDefaultImage, imageRecipe } from '../../src/image/build.js';
 import { defaultDataDir, defaultImageDir } from '../../src/util/paths.js';
 
 let cached: Promise<GuestImage> | undefined;
@@ -11,7 +11,7 @@ let cached: Promise<GuestImage> | undefined;
 export function testImage(): Promise<GuestImage> {
   cached ??= (async () => {
     const dir = process.env.SSHVISOR_IMAGE_DIR ?? defaultImageDir(defaultDataDir());
-    if (!isCurrentImage(dir)) await buildDefaultImage(dir);
+    if (!isCurrentImage(dir, imageRecipe())) await buildDefaultImage(dir);
     return loadImage(dir);
   })();
   return cached;
