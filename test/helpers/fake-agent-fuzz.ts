@@ -9,37 +9,18 @@
 import { randomBytes } from 'node:crypto';
 import { createServer, type Socket } from 'node:net';
 import { encodeFrame, encodeHelloAck, FrameType, STREAM_WINDOW } from '../../src/guest/agent-frames.js';
+import { Gen, prng } from './fuzz-inputs.js';
 
-/** mulberry32 */
-export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
-/** Seeded choices. */
-export class G {
-  constructor(readonly r: () => number) {}
-  int(min: number, max: number): number {
-    return min + Math.floor(this.r() * (max - min + 1));
-  }
-  pick<T>(items: readonly T[]): T {
-    return items[Math.floor(this.r() * items.length)]!;
-  }
-  chance(p: number): boolean {
-    return this.r() < p;
-  }
+/** The fake agent's generator: the fuzz helpers' seeded choices, plus raw bytes. */
+export class G extends Gen {
   bytes(n: number): Buffer {
     const b = Buffer.allocUnsafe(n);
     for (let i = 0; i < n; i++) b[i] = Math.floor(this.r() * 256);
     return b;
   }
 }
+
+export { prng as rng };
 
 /** The case seed for (run seed, case number, role). */
 export function caseSeed(seed: number, index: number, role: number): number {
@@ -54,8 +35,8 @@ const STEPS = [
 ] as const;
 
 function play(sock: Socket, seed: number, index: number): (f: { type: number; stream: number; payload: Buffer }) => void {
-  const g = new G(rng(caseSeed(seed, index, 1))); // the script
-  const react = new G(rng(caseSeed(seed, index, 2))); // answers to the gateway
+  const g = new G(prng(caseSeed(seed, index, 1))); // the script
+  const react = new G(prng(caseSeed(seed, index, 2))); // answers to the gateway
   const write = (b: Buffer) => (!sock.destroyed && sock.writable ? sock.write(b) : false);
   const frame = (type: number, id: number, p?: Buffer) => write(encodeFrame(type, id, p));
   const streams: number[] = [];
