@@ -37,7 +37,8 @@ export function serveConsoleSession(
   // RFC 4335 (`~B` in OpenSSH's client): a serial break on an interactive console, so Linux's Magic
   // SysRq works from it; read-only viewers can send nothing, so it is a no-op there.
   session.on('break', (accept) => {
-    breaker.send?.();
+    // After the keystrokes that came before it: ssh2 emits a channel's data a tick later than a request.
+    setImmediate(() => breaker.send?.());
     accept?.();
   });
   session.on('env', (accept) => accept?.());

@@ -67,7 +67,8 @@ export function relaySession(session: Session, vmName: string, acquire: AcquireV
     accept?.();
   });
   session.on('break', (accept, _reject, info) => {
-    proc?.sendBreak(info.length);
+    // After the input that came before it: ssh2 emits a channel's data a tick later than a request.
+    setImmediate(() => proc?.sendBreak(info.length));
     accept?.();
   });
   session.on('eow', () => {

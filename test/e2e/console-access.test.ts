@@ -47,11 +47,13 @@ describe('console history over SSH', () => {
     const term = new TmuxTerminal(`ssh -t ${server.sshOptions(owner).join(' ')} -p ${server.port} alice+console@127.0.0.1`, 120, 40);
     try {
       await term.waitFor(/alice's console: keystrokes go to the VM/);
-      // OpenSSH's escape: at the start of a line, ~B sends a break request (RFC 4335).
-      term.keys('Enter');
-      term.literal('~B');
+      // OpenSSH's escape: right after a newline, ~B sends a break request (RFC 4335). The shell must not
+      // print a prompt meanwhile: busybox asks the terminal for the cursor position, and the answer would
+      // be the key after the break. So a command that prints nothing runs while the break goes.
+      term.literal('sleep 3');
+      term.keys('Enter', '~', 'B');
       await new Promise((r) => setTimeout(r, 500));
-      term.literal('t');
+      term.keys('t');
       await term.waitFor(/sysrq: Show State/);
     } finally {
       term.close();
