@@ -20,6 +20,12 @@ const { Server, utils } = ssh2;
 
 /** ssh2's channel-open rejection, as patched (patches/): an RFC 4254 §5.1 reason code and description. */
 type RejectWithReason = (reasonCode?: number, description?: string) => void;
+/**
+ * Inbound packet limit once a client has authenticated (before: 256 KiB, as
+ * sshd's throughout): the most an OpenSSH client can put in one command from
+ * its arguments (ARG_MAX, 2 MiB on Linux), and a little more.
+ */
+const AUTHENTICATED_MAX_PACKET = 2 * 1024 * 1024 + 64 * 1024;
 /** SSH_OPEN_ADMINISTRATIVELY_PROHIBITED (RFC 4254 §5.1), what sshd answers past MaxSessions. */
 const ADMINISTRATIVELY_PROHIBITED = 1;
 
@@ -106,6 +112,9 @@ export function createSshServer(opts: SshFrontDoorOptions): NetServer {
     });
     client.on('ready', () => {
       gate.authenticated(info.ip, info.port);
+      // An authenticated user may send a command too long for sshd's 256 KiB packets: take it, to
+      // refuse it with a reason (session-relay.ts) instead of dropping the connection and its sessions.
+      client.setMaxPacketSize(AUTHENTICATED_MAX_PACKET);
       if (!routing) return client.end();
       const vm = 'route' in routing && routing.route.kind === 'vm' ? routing.route.vm : undefined;
       const channels = new ConnectionChannels(opts.limits, userSessions, limitLog, sourceKey(info.ip), info.port, vm);

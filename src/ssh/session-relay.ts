@@ -15,9 +15,12 @@ export type AcquireVm = (name: string, options?: AcquireOptions) => Promise<Leas
 type Start = { kind: 'shell' } | { kind: 'exec'; command: Buffer } | { kind: 'subsystem'; name: 'sftp' };
 
 /**
- * The longest command accepted: sshd's own limit is its packet size
- * (PACKET_MAX_SIZE, 256 KiB, in OpenSSH's packet.c), and nothing longer fits
- * in one exec request. Checked before any VM is woken.
+ * The longest command accepted: what fits in one of sshd's packets
+ * (PACKET_MAX_SIZE, 256 KiB, in OpenSSH's packet.c). sshd drops the whole
+ * connection on a longer one; sshvisor takes packets up to about 2 MiB from an
+ * authenticated client (server.ts) so that it can refuse the command with a
+ * reason instead, before any VM is woken, and the connection's other
+ * sessions live on.
  */
 export const MAX_COMMAND_BYTES = 256 * 1024;
 

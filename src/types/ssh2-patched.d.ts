@@ -70,5 +70,10 @@ declare module 'ssh2' {
      * to its own agent.
      */
     openssh_authAgent(callback: ServerCallback): this;
+    /**
+     * The largest inbound packet this connection takes from now on, in bytes
+     * (default 256 KiB, OpenSSH's PACKET_MAX_SIZE); kept across rekeys.
+     */
+    setMaxPacketSize(bytes: number): void;
   }
 }

@@ -8,7 +8,7 @@ export const DIFFERENCES = {
   'accept-env-all':
     'sshvisor takes every env name a client sends (SetEnv/SendEnv) except the server-owned ones; the baseline sshd, configured as Debian ships it, takes only AcceptEnv LANG LC_*.',
   'big-transfer-size':
-    'The 128 MiB transfer runs with CONFORMANCE_BIG_MIB (default 16) MiB each way: TCG guests move ~5-10 MB/s.',
+    'A quick run may set CONFORMANCE_BIG_MIB below the default 128 MiB each way: TCG guests move ~5-15 MB/s.',
 } as const;
 
 export type DifferenceId = keyof typeof DIFFERENCES;

@@ -14,7 +14,7 @@ const md5 = (b: Buffer): string => createHash('md5').update(b).digest('hex');
 /** Single-quote for sh. */
 const sq = (s: string): string => `'${s.replace(/'/g, `'\\''`)}'`;
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-const BIG_MIB = Number(process.env.CONFORMANCE_BIG_MIB ?? 16);
+const BIG_MIB = Number(process.env.CONFORMANCE_BIG_MIB ?? 128);
 
 /**
  * Every case runs through sshvisor (a real `sshvisor serve`, one VM) and

@@ -7,6 +7,7 @@ import { SshvisorServer, runProgram } from '../helpers/sshvisor-server.js';
 import { HostListener } from '../helpers/host-listener.js';
 import { AGENT_CHILDREN } from '../helpers/guest-probes.js';
 import { startSshAgent } from '../helpers/ssh-agent.js';
+import { withLibraryClient } from '../helpers/library-client.js';
 
 const MAIN = resolve(import.meta.dirname, '..', '..', 'src', 'cli', 'main.js');
 
@@ -36,6 +37,33 @@ describe('sessions through the guest agent', () => {
     assert.equal(r.code, 0, r.stderr);
     const md5 = spawnSync('md5sum', { input: word, encoding: 'utf8' }).stdout.split(' ')[0];
     assert.equal(r.stdout, `${md5}  -\n`);
+  });
+
+  it('refuses a command longer than sshd takes with a reason, and the connection and its other sessions live on', async () => {
+    // Three arguments of 100,000 bytes: one command of 300,004 bytes, over sshd's 256 KiB packets (sshd drops the connection).
+    const word = 'x'.repeat(100_000);
+    const long = await alice([`: ${word}`, word, word]);
+    assert.equal(long.code, 1, long.stderr);
+    assert.equal(long.stderr, 'sshvisor: the command is too long: 300004 bytes, at most 262144 are taken\r\n');
+    // The same on one connection that goes on: a second session on it still runs.
+    const both = await withLibraryClient(server, key, (c, done) =>
+      c.exec(`: ${word} ${word} ${word}`, (err, ch) => {
+        if (err) return done(err);
+        let stderr = '';
+        ch.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+        ch.resume();
+        ch.on('exit', (code: number) =>
+          c.exec('echo still-here', (err2, ch2) => {
+            if (err2) return done(err2);
+            let out = '';
+            ch2.on('data', (d: Buffer) => (out += d.toString()));
+            ch2.stderr.resume();
+            ch2.on('close', () => done(undefined, { code, stderr, out }));
+          }),
+        );
+      }),
+    );
+    assert.deepEqual(both, { code: 1, stderr: 'sshvisor: the command is too long: 300004 bytes, at most 262144 are taken\r\n', out: 'still-here\n' });
   });
 
   it('passes bytes that are not UTF-8 through, in the command and in SetEnv', async () => {

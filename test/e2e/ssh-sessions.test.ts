@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import ssh2 from 'ssh2';
 import { SshvisorServer, runProgram } from '../helpers/sshvisor-server.js';
 import { TmuxTerminal } from '../helpers/tmux.js';
+import { withLibraryClient } from '../helpers/library-client.js';
 import { freeLoopbackPort } from '../../src/vm/qemu/free-port.js';
 
 const sha256 = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
@@ -198,27 +199,6 @@ c.close()
   });
 });
 
-type ClientCallback = (c: InstanceType<typeof ssh2.Client>, done: (err?: Error, value?: unknown) => void) => void;
-
-function withLibraryClient(server: SshvisorServer, keyPath: string, fn: ClientCallback): Promise<unknown> {
-  return new Promise((resolve, reject) => {
-    const c = new ssh2.Client();
-    const timer = setTimeout(() => {
-      c.end();
-      reject(new Error('library client timed out'));
-    }, 60_000);
-    c.on('error', reject);
-    c.on('ready', () =>
-      fn(c, (err, value) => {
-        clearTimeout(timer);
-        c.end();
-        if (err) reject(err);
-        else resolve(value);
-      }),
-    );
-    c.connect({ host: '127.0.0.1', port: server.port, username: 'alice', privateKey: readFileSync(keyPath) });
-  });
-}
 
 function httpGet(url: string): Promise<string> {
   return new Promise((resolve, reject) => {
