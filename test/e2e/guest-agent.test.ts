@@ -2,7 +2,9 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { get } from 'node:http';
 import { resolve } from 'node:path';
+import { freeLoopbackPort } from '../../src/vm/qemu/free-port.js';
 import { SshvisorServer, runProgram } from '../helpers/sshvisor-server.js';
 import { HostListener } from '../helpers/host-listener.js';
 import { AGENT_CHILDREN } from '../helpers/guest-probes.js';
@@ -120,6 +122,37 @@ describe('sessions through the guest agent', () => {
     }
   });
 
+  it("one user's hang-up never touches another's port forward (kill -9 of a pty client mid-download)", async () => {
+    const served = await alice(['mkdir -p /root/fwd && dd if=/dev/zero of=/root/fwd/big bs=1M count=24 2>/dev/null && busybox httpd -p 127.0.0.1:8081 -h /root/fwd && echo up']);
+    assert.equal(served.stdout, 'up\n', served.stderr);
+    const port = await freeLoopbackPort();
+    const fwd = spawn('ssh', [...server.sshOptions(key), '-p', String(server.port), '-N', '-o', 'ExitOnForwardFailure=yes', '-L', `127.0.0.1:${port}:127.0.0.1:8081`, 'alice@127.0.0.1'], { stdio: 'ignore' });
+    const tty = spawn('ssh', [...server.sshOptions(key), '-p', String(server.port), '-tt', 'alice@127.0.0.1', 'sleep 1000'], { stdio: 'pipe' });
+    tty.on('error', () => undefined);
+    try {
+      let bytes = -1;
+      for (let attempt = 0; attempt < 50 && bytes < 0; attempt++) {
+        bytes = await new Promise<number>((done) => {
+          const req = get(`http://127.0.0.1:${port}/big`, (res) => {
+            let n = 0;
+            // Once the download runs, the other user's pty client dies.
+            res.once('data', () => setTimeout(() => tty.kill('SIGKILL'), 300));
+            res.on('data', (d: Buffer) => (n += d.length));
+            res.on('end', () => done(n));
+            res.on('error', () => done(-2));
+          });
+          req.on('error', () => setTimeout(() => done(-1), 200));
+        });
+      }
+      assert.equal(tty.signalCode, 'SIGKILL', 'the pty client was killed during the download');
+      assert.equal(bytes, 24 * 1024 * 1024, 'the whole file came through the forward');
+    } finally {
+      tty.kill('SIGKILL');
+      fwd.kill();
+      await alice(['kill $(pidof httpd) 2>/dev/null; rm -rf /root/fwd']);
+    }
+  });
+
   it('hangs up a pty session whose client went away, and only its own processes', async () => {
     const tty = spawn('ssh', [...server.sshOptions(key), '-p', String(server.port), '-tt', 'alice@127.0.0.1', 'echo $$ > /tmp/ptysh; sleep 1000'], { stdio: ['pipe', 'pipe', 'pipe'] });
     try {
@@ -174,7 +207,7 @@ describe('agent and remote forwarding turned off', () => {
   let key: string;
 
   before(async () => {
-    server = await new SshvisorServer(['--agent-forwarding', 'off', '--remote-forwarding', 'off']).start();
+    server = await new SshvisorServer(['--agent-forwarding', 'off', '--remote-forwarding', 'off', '--idle-timeout', '3']).start();
     key = server.makeKey('bob');
   });
   after(() => server.stop());
@@ -189,6 +222,35 @@ describe('agent and remote forwarding turned off', () => {
       assert.match(r.stderr, /^sshvisor: remote port forwarding \(ssh -R\) is turned off on this server\r$/m);
     } finally {
       agent.stop();
+    }
+  });
+
+  it('an -L connection carrying traffic keeps the VM from idling; a bare ssh -N does not', async () => {
+    const served = await server.ssh('bob', key, ['echo hello > /tmp/hello && busybox httpd -p 127.0.0.1:8082 -h /tmp && echo up'], { timeoutMs: 180_000 });
+    assert.equal(served.stdout, 'up\n', served.stderr);
+    const port = await freeLoopbackPort();
+    const fwd = spawn('ssh', [...server.sshOptions(key), '-p', String(server.port), '-N', '-o', 'ExitOnForwardFailure=yes', '-L', `127.0.0.1:${port}:127.0.0.1:8082`, 'bob@127.0.0.1'], { stdio: 'ignore' });
+    try {
+      const fetchOnce = (): Promise<string> =>
+        new Promise((done) => {
+          get(`http://127.0.0.1:${port}/hello`, (res) => {
+            let body = '';
+            res.on('data', (d: Buffer) => (body += d.toString()));
+            res.on('end', () => done(body));
+          }).on('error', () => done(''));
+        });
+      const idleBefore = server.events('vm-idle').length;
+      let fetched = 0;
+      // Twice the idle timeout of traffic through the tunnel, a connection at a time.
+      for (const until = Date.now() + 6000; Date.now() < until; await new Promise((r) => setTimeout(r, 300))) {
+        if ((await fetchOnce()) === 'hello\n') fetched++;
+      }
+      assert.ok(fetched > 5, `${fetched} fetches through the tunnel`);
+      assert.equal(server.events('vm-idle').length, idleBefore, 'not idle while the tunnel carries traffic');
+      // The tunnel stays up, but nothing goes through it: that is idle.
+      await server.waitForEvent('vm-idle', idleBefore + 1, 30_000);
+    } finally {
+      fwd.kill();
     }
   });
 });
