@@ -50,8 +50,11 @@ describe('console history over SSH', () => {
       // OpenSSH's escape: right after a newline, ~B sends a break request (RFC 4335). The shell must not
       // print a prompt meanwhile: busybox asks the terminal for the cursor position, and the answer would
       // be the key after the break. So a command that prints nothing runs while the break goes.
+      // OpenSSH sends a break request at once but the input it read with it later, so the Enter goes first.
       term.literal('sleep 3');
-      term.keys('Enter', '~', 'B');
+      term.keys('Enter');
+      await new Promise((r) => setTimeout(r, 300));
+      term.keys('~', 'B');
       await new Promise((r) => setTimeout(r, 500));
       term.keys('t');
       await term.waitFor(/sysrq: Show State/);
