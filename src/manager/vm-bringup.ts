@@ -218,7 +218,14 @@ export class VmBringup {
         void agent.closed.then((why) => {
           if (entry.agent !== agent) return;
           entry.agent = undefined;
-          if (vm.state === 'running') opts.logger.warn({ vm: entry.name, event: 'agent-lost', reason: why }, 'lost the connection to the guest agent');
+          if (vm.state !== 'running') return;
+          // A guest that breaks the protocol is not trusted to go on: it is ended (its disk stays).
+          if (why.startsWith('protocol error')) {
+            opts.logger.error({ vm: entry.name, event: 'vm-agent-violation', reason: why }, 'the guest agent broke the protocol; ending the VM');
+            void vm.kill();
+          } else {
+            opts.logger.warn({ vm: entry.name, event: 'agent-lost', reason: why }, 'lost the connection to the guest agent');
+          }
         });
         if (entry.identity) {
           await agent.identity(entry.identity, 15_000);

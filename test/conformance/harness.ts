@@ -1,9 +1,9 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import assert from 'node:assert/strict';
-import { SshvisorServer } from '../helpers/sshvisor-server.js';
+import { SshvisorServer, runProgramBytes, type RunBytes } from '../helpers/sshvisor-server.js';
 import { BaselineSshd } from '../../bench/lib/ssh-servers.js';
 import { DIFFERENCES, type DifferenceId } from './differences.js';
 
@@ -20,12 +20,8 @@ export function allow(id: DifferenceId): void {
   assert.ok(documentedIds().includes(id), `difference ${id} is not documented in docs/ssh-differences.md`);
 }
 
-export interface Run {
-  code: number | null;
-  signal: NodeJS.Signals | null;
-  stdout: Buffer;
-  stderr: Buffer;
-}
+/** One client run's exit and bytes. */
+export type Run = RunBytes;
 
 export type Side = 'sshvisor' | 'sshd';
 
@@ -39,24 +35,8 @@ export interface Target {
   dest: string;
 }
 
-/** Spawn a program; collect everything; SIGKILL after timeoutMs. */
-export function run(file: string, args: string[], o: { input?: Buffer | string; timeoutMs?: number; env?: NodeJS.ProcessEnv } = {}): Promise<Run> {
-  return new Promise((res, rej) => {
-    const child = spawn(file, args, { stdio: ['pipe', 'pipe', 'pipe'], env: o.env ?? process.env });
-    const out: Buffer[] = [];
-    const err: Buffer[] = [];
-    child.stdout.on('data', (b: Buffer) => out.push(b));
-    child.stderr.on('data', (b: Buffer) => err.push(b));
-    const timer = setTimeout(() => child.kill('SIGKILL'), o.timeoutMs ?? 120_000);
-    child.on('error', rej);
-    child.on('close', (code, signal) => {
-      clearTimeout(timer);
-      res({ code, signal, stdout: Buffer.concat(out), stderr: Buffer.concat(err) });
-    });
-    child.stdin.on('error', () => {});
-    child.stdin.end(o.input ?? '');
-  });
-}
+/** Spawn a program; collect everything as bytes; SIGKILL after timeoutMs. */
+export const run: (file: string, args: string[], o?: { input?: Buffer | string; timeoutMs?: number; env?: NodeJS.ProcessEnv }) => Promise<Run> = runProgramBytes;
 
 /** What a case compares: text (latin1 keeps every byte) of stdout, stderr and the exit. */
 export function view(r: Run): { code: number | null; signal: string | null; stdout: string; stderr: string } {

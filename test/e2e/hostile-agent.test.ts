@@ -73,7 +73,9 @@ describe('real guests with a hostile agent', () => {
         assert.equal(r.stdout, '', `${name}: no output`);
         const lines = r.stderr.split('\n').map((l) => l.replace(/\r$/, '')).filter((l) => l !== '');
         assert.equal(lines.length, 1, `${name}: one line on stderr:\n${r.stderr}`);
-        assert.match(lines[0]!, new RegExp(`^sshvisor: VM ${name} failed to boot: `), name);
+        // huge1 may break the protocol before or after its guest says it is ready: a failed boot, or a failed session start.
+        const how = name === 'huge1' ? `(VM ${name} failed to boot|cannot start a session in VM ${name})` : `VM ${name} failed to boot`;
+        assert.match(lines[0]!, new RegExp(`^sshvisor: ${how}: `), name);
       }
       assert.match(byName.garbage1!.stderr, /no HELLO_ACK from the guest agent/);
       assert.match(byName.silent1!.stderr, /no HELLO_ACK from the guest agent/);
@@ -81,9 +83,11 @@ describe('real guests with a hostile agent', () => {
 
       // Each hostile VM was ended: its QEMU is gone, and none was ever reported ready.
       await waitUntil(() => qemuProcesses(s.dataDir).length === 0, 30_000, 'every hostile QEMU has exited');
-      assert.deepEqual(s.events('vm-ready'), [], 'no hostile VM was taken for ready');
+      // garbage1 and silent1 never handshake; huge1 may (then breaks the protocol, and is ended for it).
+      assert.deepEqual(s.events('vm-ready').filter((e) => e.vm !== 'huge1'), [], 'no agent that never answered was taken for ready');
+      const endedBy = (name: string): number => [...s.events('vm-boot-failed'), ...s.events('vm-agent-violation')].filter((e) => e.vm === name).length;
       for (const name of HOSTILE) {
-        assert.equal(s.events('vm-boot-failed').filter((e) => e.vm === name).length, 1, `${name}: one vm-boot-failed`);
+        assert.equal(endedBy(name), 1, `${name}: one vm-boot-failed or vm-agent-violation`);
         assert.ok(s.events('vm-exit').some((e) => e.vm === name), `${name}: its exit was logged`);
       }
 
@@ -96,7 +100,7 @@ describe('real guests with a hostile agent', () => {
       assert.ok(s.running, 'the server still runs');
       const errors = logLines(s.log).filter((l) => Number(l.level) >= 50);
       assert.deepEqual(
-        errors.map((l) => `${l.event}:${l.vm}`).sort(),
+        errors.map((l) => `${l.event}:${l.vm}`.replace('vm-agent-violation:huge1', 'vm-boot-failed:huge1')).sort(),
         HOSTILE.map((n) => `vm-boot-failed:${n}`).sort(),
         `only the expected errors:\n${errors.map((l) => JSON.stringify(l)).join('\n')}`,
       );

@@ -171,7 +171,16 @@ export class SshvisorServer {
   }
 }
 
-export function runProgram(file: string, args: string[], opts: { input?: Buffer | string; timeoutMs?: number; env?: NodeJS.ProcessEnv } = {}): Promise<RunResult> {
+/** A program's whole output as bytes (what runProgramBytes resolves with). */
+export interface RunBytes {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  stdout: Buffer;
+  stderr: Buffer;
+}
+
+/** Spawn a program, feed it `input`, collect everything as bytes; SIGKILL after `timeoutMs` (default 120 s). */
+export function runProgramBytes(file: string, args: string[], opts: { input?: Buffer | string; timeoutMs?: number; env?: NodeJS.ProcessEnv } = {}): Promise<RunBytes> {
   return new Promise((resolveRun, reject) => {
     const child = spawn(file, args, { stdio: ['pipe', 'pipe', 'pipe'], env: opts.env ?? process.env });
     const out: Buffer[] = [];
@@ -182,9 +191,15 @@ export function runProgram(file: string, args: string[], opts: { input?: Buffer 
     child.on('error', reject);
     child.on('close', (code, signal) => {
       clearTimeout(timer);
-      resolveRun({ code, signal, stdout: Buffer.concat(out).toString('utf8'), stderr: Buffer.concat(err).toString('utf8') });
+      resolveRun({ code, signal, stdout: Buffer.concat(out), stderr: Buffer.concat(err) });
     });
     child.stdin.on('error', () => {});
     child.stdin.end(opts.input ?? '');
   });
+}
+
+/** runProgramBytes, with stdout and stderr as UTF-8 text. */
+export async function runProgram(file: string, args: string[], opts: { input?: Buffer | string; timeoutMs?: number; env?: NodeJS.ProcessEnv } = {}): Promise<RunResult> {
+  const r = await runProgramBytes(file, args, opts);
+  return { ...r, stdout: r.stdout.toString('utf8'), stderr: r.stderr.toString('utf8') };
 }
