@@ -103,15 +103,18 @@ export class RemoteForwards {
     const l = this.listeners.get(key);
     if (!l) return false;
     this.listeners.delete(key);
-    l.close();
-    l.lease.release();
+    end(l);
     return true;
   }
 
   private closeAll(): void {
-    for (const key of [...this.listeners.keys()]) {
-      const [addr, port] = [key.slice(0, key.lastIndexOf(':')), Number(key.slice(key.lastIndexOf(':') + 1))];
-      this.cancel(addr, port);
-    }
+    for (const l of this.listeners.values()) end(l);
+    this.listeners.clear();
   }
+}
+
+/** Stop a guest listener and give back its hold on the VM. */
+function end(l: { close(): void; lease: Lease }): void {
+  l.close();
+  l.lease.release();
 }
