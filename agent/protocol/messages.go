@@ -101,6 +101,9 @@ type Open struct {
 	Env          []EnvVar    `json:"env,omitempty"`
 	Pty          *PtyRequest `json:"pty,omitempty"`
 	AgentForward bool        `json:"agentForward,omitempty"`
+	// Cwd is where the command starts (an image's WorkingDir); absent, or
+	// not a directory: root's home, as sshd.
+	Cwd *string `json:"cwd,omitempty"`
 	// tcp-connect, tcp-listen
 	Host string `json:"host,omitempty"`
 	Port int    `json:"port,omitempty"`

@@ -53,6 +53,11 @@ const MIGRATIONS: readonly string[] = [
      key_fingerprint TEXT NOT NULL,
      created_at INTEGER NOT NULL
    );`,
+  // Each VM's image and shape, decided when it is created (NULL: a VM from before, on the server's defaults).
+  `ALTER TABLE vms ADD COLUMN image TEXT;
+   ALTER TABLE vms ADD COLUMN memory_mib INTEGER;
+   ALTER TABLE vms ADD COLUMN cpus INTEGER;
+   ALTER TABLE vms ADD COLUMN disk_mib INTEGER;`,
 ];
 
 export type ClaimResult = 'claimed' | 'owner' | 'denied';
@@ -93,6 +98,16 @@ export interface VmRecord {
   lastResumeAt: number | null;
   suspends: number;
   resumes: number;
+  /** What the VM was created with; null for a VM from before images and shapes were recorded (the server's defaults). */
+  shape: VmShape | null;
+}
+
+/** A VM's image (catalogue name) and size, fixed when it is created. Memory and disk in MiB. */
+export interface VmShape {
+  image: string;
+  memoryMiB: number;
+  cpus: number;
+  diskMiB: number;
 }
 
 interface KeyRow {
@@ -116,6 +131,10 @@ interface VmRow {
   last_resume_at: number | null;
   suspends: number;
   resumes: number;
+  image: string | null;
+  memory_mib: number | null;
+  cpus: number | null;
+  disk_mib: number | null;
 }
 
 const toOwner = (r: KeyRow): OwnerKey => ({
@@ -136,6 +155,10 @@ const toVm = (r: VmRow): VmRecord => ({
   lastResumeAt: r.last_resume_at,
   suspends: r.suspends,
   resumes: r.resumes,
+  shape:
+    r.image !== null && r.memory_mib !== null && r.cpus !== null && r.disk_mib !== null
+      ? { image: r.image, memoryMiB: r.memory_mib, cpus: r.cpus, diskMiB: r.disk_mib }
+      : null,
 });
 
 export interface StoreOptions {
@@ -242,6 +265,28 @@ export class Store {
       .prepare('SELECT * FROM vm_grants WHERE vm = ? ORDER BY added_at, key_fingerprint, permission')
       .all(vm) as GrantRow[];
     return rows.map((r) => ({ ...toOwner(r), permission: r.permission }));
+  }
+
+  /**
+   * Record a new VM's image and shape. Returns false, changing nothing, when
+   * `vm` already has a shape (it exists): a VM's image and size are decided once.
+   */
+  createVm(vm: string, shape: VmShape): boolean {
+    return this.db
+      .transaction(() => {
+        this.ensureVm(vm, this.now());
+        const info = this.db
+          .prepare('UPDATE vms SET image = ?, memory_mib = ?, cpus = ?, disk_mib = ? WHERE name = ? AND image IS NULL')
+          .run(shape.image, shape.memoryMiB, shape.cpus, shape.diskMiB, vm);
+        return info.changes > 0;
+      })
+      .immediate();
+  }
+
+  /** Names of the VMs created with `image` (a VM with no recorded shape counts as the default image's). */
+  vmsUsingImage(image: string): string[] {
+    const sql = image === 'default' ? 'SELECT name FROM vms WHERE image = ? OR image IS NULL ORDER BY name' : 'SELECT name FROM vms WHERE image = ? ORDER BY name';
+    return this.db.prepare(sql).pluck().all(image) as string[];
   }
 
   recordBoot(vm: string): void {

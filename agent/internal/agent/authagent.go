@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 
 	"sshvisor/agent/protocol"
@@ -13,7 +14,9 @@ import (
 
 // authSocket is the SSH_AUTH_SOCK of an exec stream opened with
 // agentForward: a unix socket in a private /tmp/ssh-XXXXXXXX directory, as
-// sshd makes; each connection to it becomes an auth-agent stream.
+// sshd makes; each connection to it becomes an auth-agent stream. In a
+// session root the directory is made in the root's /tmp, and path is what
+// the session sees.
 type authSocket struct {
 	session *stream
 	dir     string
@@ -24,7 +27,7 @@ type authSocket struct {
 
 const nameChars = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
 
-func newAuthSocket(session *stream) (*authSocket, error) {
+func newAuthSocket(session *stream, root string) (*authSocket, error) {
 	var dir string
 	for tries := 0; ; tries++ {
 		b := make([]byte, 8)
@@ -34,7 +37,7 @@ func newAuthSocket(session *stream) (*authSocket, error) {
 		for i := range b {
 			b[i] = nameChars[int(b[i])%len(nameChars)]
 		}
-		dir = "/tmp/ssh-" + string(b)
+		dir = inRoot(root, "/tmp/ssh-"+string(b))
 		err := os.Mkdir(dir, 0o700)
 		if err == nil {
 			break
@@ -50,7 +53,11 @@ func newAuthSocket(session *stream) (*authSocket, error) {
 		return nil, err
 	}
 	l.SetUnlinkOnClose(true)
-	return &authSocket{session: session, dir: dir, path: path, l: l}, nil
+	seen := path
+	if root != "" {
+		seen = "/" + strings.TrimPrefix(strings.TrimPrefix(path, root), "/")
+	}
+	return &authSocket{session: session, dir: dir, path: seen, l: l}, nil
 }
 
 // serve accepts until close; each connection waits for the gateway to take

@@ -29,26 +29,38 @@ var passwdFile = "/etc/passwd"
 // user is root's login shell and home.
 type user struct{ shell, home string }
 
-func rootUser() user {
+// rootUser reads root's entry from the passwd file under root (the session
+// root, or "" for the agent's own). An image is anyone's: a shell its passwd
+// names but it lacks falls back to /bin/sh, and a plain sh gives way to the
+// image's own bash where it has one (a busybox or Alpine root names /bin/sh
+// or /bin/ash even with bash installed).
+func rootUser(root string) user {
 	u := user{shell: "/bin/sh", home: "/root"}
-	f, err := os.Open(passwdFile)
-	if err != nil {
+	if f, err := os.Open(inRoot(root, passwdFile)); err == nil {
+		sc := bufio.NewScanner(f)
+		for sc.Scan() {
+			fields := strings.Split(sc.Text(), ":")
+			if len(fields) < 7 || fields[0] != "root" {
+				continue
+			}
+			if fields[5] != "" {
+				u.home = fields[5]
+			}
+			if fields[6] != "" {
+				u.shell = fields[6]
+			}
+			break
+		}
+		f.Close()
+	}
+	if root == "" {
 		return u
 	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		fields := strings.Split(sc.Text(), ":")
-		if len(fields) < 7 || fields[0] != "root" {
-			continue
-		}
-		if fields[5] != "" {
-			u.home = fields[5]
-		}
-		if fields[6] != "" {
-			u.shell = fields[6]
-		}
-		break
+	if !existsInRoot(root, u.shell, false) {
+		u.shell = "/bin/sh"
+	}
+	if b := filepath.Base(u.shell); (b == "sh" || b == "ash") && existsInRoot(root, "/bin/bash", false) {
+		u.shell = "/bin/bash"
 	}
 	return u
 }
@@ -59,16 +71,21 @@ type command struct {
 	args []string
 	env  []string
 	dir  string
+	// chroot is the session root the command runs in ("" for none); path and dir are inside it.
+	chroot string
 }
 
 // buildCommand turns an exec OPEN into argv, environment and directory, as
 // sshd's do_child does. extraEnv holds the server-owned variables that depend
 // on the session (TERM, SSH_TTY, SSH_AUTH_SOCK), in order.
-func buildCommand(o *protocol.Open, extraEnv [][2]string) (command, error) {
-	u := rootUser()
-	c := command{dir: u.home}
-	if st, err := os.Stat(u.home); err != nil || !st.IsDir() {
+func buildCommand(o *protocol.Open, root string, extraEnv [][2]string) (command, error) {
+	u := rootUser(root)
+	c := command{dir: u.home, chroot: root}
+	if !existsInRoot(root, u.home, true) {
 		c.dir = "/"
+	}
+	if o.Cwd != nil && *o.Cwd != "" && existsInRoot(root, *o.Cwd, true) {
+		c.dir = *o.Cwd
 	}
 	base := filepath.Base(u.shell)
 	switch {
@@ -76,8 +93,13 @@ func buildCommand(o *protocol.Open, extraEnv [][2]string) (command, error) {
 		if *o.Subsystem != "sftp" {
 			return c, fmt.Errorf("unknown subsystem %q", *o.Subsystem)
 		}
-		for _, p := range sftpServers {
-			if st, err := os.Stat(p); err == nil && st.Mode().IsRegular() {
+		servers := sftpServers
+		if root != "" {
+			// An image without OpenSSH's sftp-server gets the default image's.
+			servers = append(append([]string{}, sftpServers...), guestToolsDir+"/sftp-server")
+		}
+		for _, p := range servers {
+			if existsInRoot(root, p, false) {
 				c.path, c.args = p, []string{p}
 				break
 			}
@@ -105,6 +127,10 @@ func buildCommand(o *protocol.Open, extraEnv [][2]string) (command, error) {
 	e.set("MAIL", "/var/mail/root")
 	for _, kv := range extraEnv {
 		e.set(kv[0], kv[1])
+	}
+	if root != "" {
+		// Last on PATH: the image's own scp, rsync and sftp-server win where it has them.
+		e.set("PATH", e.vals["PATH"]+":"+guestToolsDir)
 	}
 	c.env = e.list()
 	return c, nil

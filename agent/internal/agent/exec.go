@@ -110,21 +110,22 @@ func (e *execStream) start(o *protocol.Open) error {
 			}
 		}
 	}
+	root := sessionRoot()
 	if o.AgentForward {
-		a, err := newAuthSocket(e.s)
+		a, err := newAuthSocket(e.s, root)
 		if err != nil {
 			return err
 		}
 		e.auth = a
 		extra = append(extra, [2]string{"SSH_AUTH_SOCK", a.path})
 	}
-	c, err := buildCommand(o, extra)
+	c, err := buildCommand(o, root, extra)
 	if err != nil {
 		return err
 	}
 	e.cmd = &exec.Cmd{Path: c.path, Args: c.args, Env: c.env, Dir: c.dir,
 		Stdin: childFiles[0], Stdout: childFiles[1], Stderr: childFiles[2],
-		SysProcAttr: &syscall.SysProcAttr{Setsid: true}}
+		SysProcAttr: &syscall.SysProcAttr{Setsid: true, Chroot: c.chroot}}
 	if e.master != nil {
 		e.cmd.SysProcAttr.Setctty = true
 		e.cmd.SysProcAttr.Ctty = 0 // the child's stdin is the slave
