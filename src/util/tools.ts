@@ -17,6 +17,13 @@ export const TOOL_PACKAGES = {
   gcc: 'gcc',
   ssh: 'openssh-client',
   'ssh-keygen': 'openssh-client',
+  debugfs: 'e2fsprogs',
+  e2fsck: 'e2fsprogs',
+  cp: 'coreutils',
+  tar: 'tar',
+  skopeo: 'skopeo',
+  umoci: 'umoci',
+  mmdebstrap: 'mmdebstrap',
 } as const;
 
 export type ToolName = keyof typeof TOOL_PACKAGES;
