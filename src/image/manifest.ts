@@ -28,6 +28,7 @@ export type ImageManifest = z.infer<typeof manifestSchema>;
 
 export async function sha256File(path: string): Promise<{ sha256: string; size: number }> {
   const hash = createHash('sha256');
-  for await (const chunk of createReadStream(path)) hash.update(chunk as Buffer);
+  // 4 MiB reads: a root filesystem image is gigabytes (mostly holes), and 64 KiB reads cost a third more.
+  for await (const chunk of createReadStream(path, { highWaterMark: 4 * 1024 * 1024 })) hash.update(chunk as Buffer);
   return { sha256: hash.digest('hex'), size: statSync(path).size };
 }

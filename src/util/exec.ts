@@ -40,3 +40,25 @@ export function run(
     child.stdin.end(options.input ?? '');
   });
 }
+
+/** What runStatus resolves with: the exit status (null if killed by a signal) and the whole output. */
+export interface StatusResult extends RunResult {
+  code: number | null;
+}
+
+/**
+ * Run a program to completion and keep its exit status and output whatever
+ * the status: for programs whose status is an answer (e2fsck, tar -t), not
+ * just success or failure.
+ */
+export function runStatus(file: string, args: readonly string[]): Promise<StatusResult> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(file, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    const out: Buffer[] = [];
+    const err: Buffer[] = [];
+    child.stdout.on('data', (b: Buffer) => out.push(b));
+    child.stderr.on('data', (b: Buffer) => err.push(b));
+    child.on('error', reject);
+    child.on('close', (code) => resolve({ code, stdout: Buffer.concat(out).toString('utf8'), stderr: Buffer.concat(err).toString('utf8') }));
+  });
+}
