@@ -14,6 +14,7 @@ PACKAGES=(
   qemu-system-x86 qemu-utils busybox-static golang-go openssh-sftp-server
   openssh-client e2fsprogs cpio kmod rsync gcc libc6-dev
   openssh-server python3-paramiko procps tmux binutils chromium ssh-audit
+  mmdebstrap umoci skopeo
 )
 
 missing=()
