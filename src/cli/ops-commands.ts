@@ -16,9 +16,12 @@ export function registerOpsCommands(program: Command): void {
     cmd.option('--data-dir <dir>', 'the data directory of the running server (default: as for serve) [SSHVISOR_DATA_DIR]');
     extra?.(cmd);
     cmd.action(async (...params: unknown[]) => {
-      const opts = params[args.length] as { dataDir?: string; json?: boolean; yes?: boolean };
+      const opts = params[args.length] as { dataDir?: string; json?: boolean; yes?: boolean; image?: string; memory?: string; cpus?: string; diskSize?: string };
       const positional = params.slice(0, args.length) as string[];
-      const argv = [name, ...positional, ...(opts.json ? ['--json'] : []), ...(opts.yes ? ['--yes'] : [])];
+      const shape = (['image', 'memory', 'cpus', 'diskSize'] as const).flatMap((k) =>
+        opts[k] === undefined ? [] : [`--${k === 'diskSize' ? 'disk-size' : k}`, opts[k]!],
+      );
+      const argv = [name, ...positional, ...(opts.json ? ['--json'] : []), ...(opts.yes ? ['--yes'] : []), ...shape];
       // `sshvisor logs alice | head`: a reader that stops early is not an error.
       process.stdout.on('error', (err: NodeJS.ErrnoException) => {
         if (err.code === 'EPIPE') process.exit(process.exitCode ?? 0);
@@ -46,4 +49,11 @@ export function registerOpsCommands(program: Command): void {
     void cmd.option('--yes', 'really delete it'),
   );
   add('logs', "print a VM's console history", ['<name>']);
+  add('create', 'create a VM with its own image and shape (the server\'s maximums apply); its first login boots it', ['<name>'], (cmd) =>
+    void cmd
+      .option('--image <name>', 'image from `sshvisor image ls` (default: the server\'s --image)')
+      .option('--memory <mib>', 'memory in MiB (default: the server\'s --memory)')
+      .option('--cpus <n>', 'vCPUs (default: the server\'s --cpus)')
+      .option('--disk-size <mib>', 'disk in MiB (default: the server\'s --disk-size)'),
+  );
 }

@@ -3,7 +3,7 @@ import { loadConfig } from '../config/load-config.js';
 import { createLogger } from '../util/log.js';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { loadImage, type GuestImage } from '../image/image.js';
+import { catalogueImageSource, fixedImageSource, type GuestImage } from '../image/image.js';
 import { ConsoleHub } from '../console/console-hub.js';
 import { startConsoleTcpServer } from '../console/console-tcp-server.js';
 import { isoSeconds } from '../console/marker.js';
@@ -67,8 +67,12 @@ export function registerServeCommand(program: Command): void {
     const logger = createLogger(config.logLevel);
     // Everything that can fail on bad setup fails here, before the port opens.
     if (config.http) checkHttpAddress(config.http, config.httpPublic);
-    const image = config.kernel ? customImage(config) : { ...loadImage(config.imageDir), ...(config.consoleOnly ? { agent: false } : {}) };
+    const images = config.kernel
+      ? fixedImageSource(customImage(config))
+      : catalogueImageSource(join(config.dataDir, 'images'), config.image, { defaultDir: config.imageDir, consoleOnly: config.consoleOnly });
+    const image = images.load(images.defaultName);
     checkAgentProtocol(image);
+    for (const name of config.userImages) images.load(name);
     // VMs outlive this process (a crash, kill -9): the next `serve` takes them over. SIGTERM still suspends them.
     const driver = new QemuDriver({ survivesGateway: true });
     const accel = resolveAccel(config.accel);
@@ -100,7 +104,7 @@ export function registerServeCommand(program: Command): void {
     });
     const manager = new VmManager({
       driver,
-      image,
+      images,
       store,
       logger,
       dataDir: config.dataDir,
@@ -108,6 +112,9 @@ export function registerServeCommand(program: Command): void {
       memoryMiB: config.memory,
       cpus: config.cpus,
       diskSizeMiB: config.diskSize,
+      maxMemoryMiB: config.maxMemory,
+      maxCpus: config.maxCpus,
+      maxDiskSizeMiB: config.maxDiskSize,
       maxVms: config.maxVms,
       allowInternet: config.allowInternet,
       idleTimeoutSec: config.idleTimeout,
@@ -137,7 +144,14 @@ export function registerServeCommand(program: Command): void {
     // Before the SSH port opens: a login must find its VM already taken over, not boot a second one.
     await manager.reattach();
     const authenticator = createAuthenticator({ mode: config.auth, store, keysDir: config.keysDir, logger });
-    const vmOps = createVmOps({ dataDir: config.dataDir, image: describeImage(image), memoryMiB: config.memory, cpus: config.cpus, manager, store, hub });
+    const vmOps = createVmOps({
+      dataDir: config.dataDir,
+      kernel: describeImage(image),
+      defaults: { image: images.defaultName, memoryMiB: config.memory, cpus: config.cpus, diskMiB: config.diskSize },
+      manager,
+      store,
+      hub,
+    });
     ops = vmOps;
     const metrics = new SshvisorMetrics({
       vmStates: () => vmOps.names().map((n) => vmOps.report(n, { consoleLines: 0 }).state),
@@ -156,6 +170,7 @@ export function registerServeCommand(program: Command): void {
       consoleOnly: !image.agent,
       agentForwarding: config.agentForwarding === 'on',
       remoteForwarding: config.remoteForwarding === 'on',
+      userImages: [...new Set([images.defaultName, ...config.userImages])],
       status: { report: (name) => vmOps.report(name) },
       admin: adminKeys && { isAdminKey: (blob) => adminKeys.isAdminKey(blob), ops: vmOps, console: consoleAccess },
       tokens,

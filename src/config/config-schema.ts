@@ -121,6 +121,16 @@ export const serveConfigSchema = z.strictObject({
   agentForwarding: oneOf(ON_OFF),
   /** ssh -R: listeners inside the guest (sshd's AllowTcpForwarding remote). */
   remoteForwarding: oneOf(ON_OFF),
+  /** The catalogue image (DATA_DIR/images/NAME) new VMs get. */
+  image: z.string().regex(/^[a-z0-9][a-z0-9._-]{0,31}$/, { error: 'must be an image name (lower-case letters, digits, . _ -)' }),
+  /** Images a user may pick at first login with SetEnv SSHVISOR_IMAGE=NAME (besides the default image). */
+  userImages: z.array(z.string().regex(/^[a-z0-9][a-z0-9._-]{0,31}$/, { error: 'must be image names separated by commas' })),
+  /** An ext4 root filesystem to import as image `rootfs` and make the default (the ssh-hypervisor seed's -rootfs). */
+  rootfs: path.optional(),
+  /** The most memory (MiB), vCPUs and disk (MiB) a VM created with its own shape may have. */
+  maxMemory: int(64, 1024 * 1024),
+  maxCpus: int(1, 256),
+  maxDiskSize: int(16, 16 * 1024 * 1024),
 });
 
 export type ServeConfig = Readonly<z.infer<typeof serveConfigSchema>>;
@@ -131,7 +141,7 @@ export type ServeConfigKey = keyof ServeConfig;
  * (`path` is also made absolute), and the flag's help line.
  */
 export interface FieldInfo {
-  kind: 'string' | 'path' | 'int' | 'bool';
+  kind: 'string' | 'path' | 'int' | 'bool' | 'list';
   help: string;
   /** Value placeholder in --help; absent for boolean flags. */
   arg?: string;
@@ -181,6 +191,12 @@ export const SERVE_FIELDS: { readonly [K in ServeConfigKey]: FieldInfo } = {
   maxUserSessions: { kind: 'int', arg: 'n', help: 'sessions open at once for one VM name over all connections (default 256)' },
   agentForwarding: { kind: 'string', arg: 'on|off', help: 'let ssh -A reach the guest as SSH_AUTH_SOCK (default on)' },
   remoteForwarding: { kind: 'string', arg: 'on|off', help: 'let ssh -R listen on ports inside the user\'s VM, never on the host (default on)' },
+  image: { kind: 'string', arg: 'name', help: 'image new VMs get, from `sshvisor image ls` (default: default)' },
+  userImages: { kind: 'list', arg: 'a,b', help: 'images a user may pick at first login with ssh -o SetEnv=SSHVISOR_IMAGE=NAME (default: none but --image)' },
+  rootfs: { kind: 'path', arg: 'file', help: 'import this ext4 root filesystem as image rootfs and make it the default' },
+  maxMemory: { kind: 'int', arg: 'mib', help: 'most memory a VM created with its own shape may have (default 4096)' },
+  maxCpus: { kind: 'int', arg: 'n', help: 'most vCPUs a VM created with its own shape may have (default 4)' },
+  maxDiskSize: { kind: 'int', arg: 'mib', help: 'largest disk a VM created with its own shape may have (default 65536)' },
 };
 
 /** Defaults that do not depend on another field (keysDir and imageDir follow dataDir). */
@@ -219,4 +235,9 @@ export const STATIC_DEFAULTS = {
   maxUserSessions: 256,
   agentForwarding: 'on',
   remoteForwarding: 'on',
+  image: 'default',
+  userImages: [],
+  maxMemory: 4096,
+  maxCpus: 4,
+  maxDiskSize: 65536,
 } as const satisfies Partial<ServeConfig>;

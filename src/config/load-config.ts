@@ -64,6 +64,8 @@ function fromText(key: ServeConfigKey, text: string, cwd: string): unknown {
       return text === '' ? text : resolve(cwd, text);
     case 'string':
       return text;
+    case 'list':
+      return text.trim() === '' ? [] : text.split(',').map((t) => t.trim());
   }
 }
 

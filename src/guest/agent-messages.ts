@@ -104,6 +104,8 @@ export interface ExecOpen {
   env?: Array<{ name: string; value: Buffer }>;
   pty?: PtyRequest;
   agentForward: boolean;
+  /** Where the command starts, inside the guest (an image's WorkingDir); absent: root's home. */
+  cwd?: string;
 }
 
 /** The exec OPEN payload: byte strings as base64, absent options as null. */
@@ -117,6 +119,7 @@ export function buildExecOpen(o: ExecOpen): Buffer {
       ? { term: o.pty.term, cols: o.pty.cols, rows: o.pty.rows, width: o.pty.width, height: o.pty.height, modes: o.pty.modes.toString('base64') }
       : null,
     agentForward: o.agentForward,
+    ...(o.cwd ? { cwd: o.cwd } : {}),
   });
 }
 

@@ -21,6 +21,8 @@ export interface AgentExecOptions {
   env?: Array<{ name: string; value: Buffer }>;
   /** A pty: cols/rows in characters, width/height in pixels, modes RFC 4254 §8 encoded. */
   pty?: PtyRequest;
+  /** The directory the command starts in (an image's WorkingDir); absent, or not a directory in the guest: root's home. */
+  cwd?: string;
   /** Called for each agent-forwarding connection the guest opens (kind auth-agent) for this session; sets `agentForward`. */
   onAuthAgent?: (stream: AgentStream) => void;
 }

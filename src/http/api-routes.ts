@@ -1,4 +1,5 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import { z } from 'zod';
 import type { AdminOps } from '../ops/admin-commands.js';
 import { consoleLines, statusJson } from '../ops/vm-status.js';
 import { CapacityError } from '../manager/capacity-error.js';
@@ -10,7 +11,7 @@ import { bearerToken, mayControl, mayRead, type Decision, type Principal } from 
 
 /** What the API needs: the operator's ops (the same as `sshvisor CMD`), console history, token auth, metrics. */
 export interface ApiContext {
-  ops: Pick<AdminOps, 'names' | 'isKnown' | 'report' | 'stop' | 'suspend' | 'resume'>;
+  ops: Pick<AdminOps, 'names' | 'isKnown' | 'report' | 'stop' | 'suspend' | 'resume' | 'create'>;
   history(name: string, opts: { lines: number; maxBytes: number }): Buffer;
   auth: { resolve(token: string | undefined): Principal | undefined };
   metrics: { contentType: string; render(): Promise<string> };
@@ -80,6 +81,7 @@ export async function handleApi(ctx: ApiContext, req: IncomingMessage, res: Serv
     return sendJson(res, 200, who.kind === 'admin' ? { kind: 'admin', control: true } : { kind: 'vm', vm: who.vm, control: who.access === 'owner' });
   }
   if (parts[1] !== 'vms' || parts.length > 4) throw new HttpError(404, `no such endpoint: ${url.pathname.slice(0, 80)}`);
+  if (parts.length === 2 && req.method === 'POST') return createVm(ctx, req, res, who);
   if (parts.length === 2) {
     allowOnly(req, 'GET');
     const names = ctx.ops.names().filter((n) => mayRead(who, n) === 'ok');
@@ -119,6 +121,34 @@ export async function handleApi(ctx: ApiContext, req: IncomingMessage, res: Serv
   }
   log.info({ result }, 'HTTP action');
   sendJson(res, 200, { result, vm: statusJson(ctx.ops.report(vm, { consoleLines: 0 })) });
+}
+
+const createBody = z.strictObject({
+  name: z.string(),
+  image: z.string().optional(),
+  memoryMiB: z.int().optional(),
+  cpus: z.int().optional(),
+  diskMiB: z.int().optional(),
+});
+
+/** POST /api/vms {name, image?, memoryMiB?, cpus?, diskMiB?} (admin token): create a VM with its own image and shape, as `sshvisor create`. */
+async function createVm(ctx: ApiContext, req: IncomingMessage, res: ServerResponse, who: Principal): Promise<void> {
+  if (who.kind !== 'admin') throw new HttpError(403, 'creating a VM needs the admin token');
+  const parsed = createBody.safeParse(await readJsonBody(req));
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0];
+    throw new HttpError(400, `bad body: ${issue?.path.join('.') || 'body'}: ${issue?.message ?? 'invalid'} (expected {name, image?, memoryMiB?, cpus?, diskMiB?})`);
+  }
+  const { name, ...request } = parsed.data;
+  if (!isValidVmName(name)) throw new HttpError(400, `invalid VM name ${JSON.stringify(name.slice(0, 40))}`);
+  try {
+    ctx.ops.create(name, request);
+  } catch (err) {
+    if (err instanceof UserError) throw new HttpError(/already exists/.test(err.message) ? 409 : 400, errorMessage(err));
+    throw err;
+  }
+  ctx.logger.info({ event: 'http-create', vm: name, ...request }, 'VM created over HTTP');
+  sendJson(res, 201, statusJson(ctx.ops.report(name, { consoleLines: 0 })));
 }
 
 async function runAction(ctx: ApiContext, action: Action, vm: string): Promise<string> {

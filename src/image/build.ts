@@ -1,5 +1,5 @@
 import { copyFileSync, existsSync, mkdirSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { requireFile, requireTool } from '../util/tools.js';
 import { UserError } from '../util/errors.js';
 import { downloadCloudKernel, extractDeb, installedVersions, makeWorkDir } from './debian-packages.js';
@@ -14,7 +14,7 @@ import { RootfsStaging } from './initramfs.js';
 import { MANIFEST_FILE, sha256File, type ImageManifest } from './manifest.js';
 
 /** Host packages whose binaries go into the guest; their versions go into the manifest. */
-const GUEST_PACKAGES = ['busybox-static', 'openssh-sftp-server', 'openssh-client', 'rsync', 'golang-go'] as const;
+const GUEST_PACKAGES = ['busybox-static', 'openssh-sftp-server', 'openssh-client', 'rsync', 'e2fsprogs', 'golang-go'] as const;
 
 /**
  * A sha256 of everything the default image is made from here: the guest
@@ -31,6 +31,28 @@ export function imageRecipe(): string {
       .flatMap((e) => (e.isDirectory() ? walk(join(dir, e.name)) : [join(dir, e.name)]));
   for (const file of walk(AGENT_DIR)) hash.update(relative(AGENT_DIR, file)).update('\0').update(readFileSync(file)).update('\0');
   return hash.digest('hex');
+}
+
+/** In the initramfs: wrappers that run its scp, rsync and sftp-server from inside a root filesystem image. */
+const GUEST_TOOLS_DIR = '/usr/lib/sshvisor/bin';
+/** Where a root filesystem image's sessions see the initramfs (guest-files.ts; the agent's guestToolsDir). */
+const INITRAMFS_IN_ROOT = '/run/sshvisor/guest';
+
+/**
+ * A shell script that runs one of the initramfs's programs from inside a
+ * root filesystem image, whose own libraries may be another C library's
+ * (Alpine's musl) or missing: through the initramfs's dynamic loader, with
+ * its library directories only.
+ */
+function toolWrapper(program: string, libs: string[]): { content: string; mode: number } {
+  const loader = libs.find((l) => /\/ld-linux[^/]*\.so/.test(l));
+  if (!loader) throw new UserError(`${program} has no dynamic loader in its ldd output`);
+  const dirs = [...new Set(libs.filter((l) => l !== loader).map((l) => INITRAMFS_IN_ROOT + dirname(l)))];
+  const q = (s: string): string => `'${s}'`;
+  return {
+    content: `#!/bin/sh\nexec ${q(INITRAMFS_IN_ROOT + loader)} --argv0 "$0" --library-path ${q(dirs.join(':'))} ${q(INITRAMFS_IN_ROOT + program)} "$@"\n`,
+    mode: 0o755,
+  };
 }
 
 export interface BuildProgress {
@@ -53,6 +75,8 @@ export async function buildDefaultImage(outDir: string, progress: BuildProgress 
   // Debian's busybox-static has no nohup applet; people reach for `nohup ./server &`.
   const nohup = requireFile('/usr/bin/nohup', 'coreutils');
   const rsync = requireFile('/usr/bin/rsync', 'rsync');
+  // Grows a root filesystem image to its VM's disk size at boot (guest-files.ts).
+  const resize2fs = requireFile('/usr/sbin/resize2fs', 'e2fsprogs');
   requireTool('cpio');
   requireTool('modinfo');
 
@@ -73,12 +97,16 @@ export async function buildDefaultImage(outDir: string, progress: BuildProgress 
     const stage = new RootfsStaging(join(work.dir, 'rootfs'));
     await stage.installBusybox(busybox);
     stage.symlink('/bin/busybox', '/init');
-    await stage.copyProgram(sftpServer, '/usr/lib/openssh/sftp-server');
-    await stage.copyProgram(scp, '/usr/bin/scp');
+    const tools = {
+      'sftp-server': { path: '/usr/lib/openssh/sftp-server', libs: await stage.copyProgram(sftpServer, '/usr/lib/openssh/sftp-server') },
+      scp: { path: '/usr/bin/scp', libs: await stage.copyProgram(scp, '/usr/bin/scp') },
+      rsync: { path: '/usr/bin/rsync', libs: await stage.copyProgram(rsync, '/usr/bin/rsync') },
+    };
     await stage.copyProgram(sshClient, '/usr/bin/ssh');
     await stage.copyProgram(sshAdd, '/usr/bin/ssh-add');
     await stage.copyProgram(nohup, '/usr/bin/nohup');
-    await stage.copyProgram(rsync, '/usr/bin/rsync');
+    await stage.copyProgram(resize2fs, '/usr/sbin/resize2fs');
+    for (const [name, tool] of Object.entries(tools)) stage.writeFile(`${GUEST_TOOLS_DIR}/${name}`, toolWrapper(tool.path, tool.libs));
     progress('building sshvisor-agent');
     const agent = join(work.dir, 'sshvisor-agent');
     await buildAgent(agent, 'amd64');

@@ -9,7 +9,7 @@
  * way the host relies on: an image built for another version is rebuilt by
  * `sshvisor image build --if-missing` and refused by `sshvisor serve`.
  */
-export const GUEST_CONTRACT_VERSION = 3;
+export const GUEST_CONTRACT_VERSION = 4;
 
 /** Printed on the serial console when the guest's init starts (first userspace line). */
 export const GUEST_INIT_MARKER = 'sshvisor-guest: init started';
@@ -40,3 +40,14 @@ export function guestKernelArgs(id: { hostname: string }): string[] {
 
 /** Kernel argument that makes the guest stop before taking an identity, to be snapshotted as a template. */
 export const TEMPLATE_KERNEL_ARG = 'sshvisor.template=1';
+
+/**
+ * Kernel argument that makes the guest boot its disk as a root filesystem
+ * image (docs/images.md): mounted at SESSION_ROOT, every session chrooted
+ * there by the agent, instead of a data disk holding /root.
+ */
+export const ROOTFS_KERNEL_ARG = 'sshvisor.rootfs=1';
+/** Where the guest mounts a root filesystem image. */
+export const SESSION_ROOT = '/newroot';
+/** The file the agent reads its session root from (agent/internal/agent/sessionroot.go). */
+export const SESSION_ROOT_FILE = '/run/sshvisor/session-root';

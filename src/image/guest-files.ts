@@ -6,16 +6,48 @@
  * clone of a template from the agent's `identity` request (see
  * guest-contract.ts and docs/guest-protocol.md).
  */
-import { GUEST_IDENTITY_FILE, GUEST_INIT_MARKER, GUEST_READY_MARKER, GUEST_TEMPLATE_MARKER, GUEST_IP } from './guest-contract.js';
+import { GUEST_IDENTITY_FILE, GUEST_INIT_MARKER, GUEST_READY_MARKER, GUEST_TEMPLATE_MARKER, GUEST_IP, ROOTFS_KERNEL_ARG, SESSION_ROOT, SESSION_ROOT_FILE } from './guest-contract.js';
 
 export interface GuestFile {
   content: string;
   mode: number;
 }
 
+// A root filesystem image (docs/images.md): the VM's disk is the whole
+// image, copy-on-write on the host. It is mounted at ${SESSION_ROOT} with the
+// kernel's filesystems, and the agent runs every session chrooted there; the
+// init, the agent and the console shell stay in the initramfs. The image's
+// own files are never rewritten: its /run is a fresh tmpfs, and the default
+// image's tools (scp, rsync, sftp-server, for an image without them) are
+// reached read-only under its /run/sshvisor/guest.
+const mountRootfs = `mount_rootfs() {
+  r=${SESSION_ROOT}
+  mkdir -p $r
+  if ! mount -t ext4 -o noatime /dev/vda $r; then
+    echo "sshvisor-guest: could not mount the root filesystem image"
+    return
+  fi
+  # A VM's disk may be larger than its image's filesystem: grow it to the disk (online; a no-op when equal).
+  resize2fs /dev/vda > /dev/null 2>&1 || echo "sshvisor-guest: could not grow the root filesystem"
+  for d in proc sys dev run tmp; do [ -d $r/$d ] || mkdir -p $r/$d; done
+  mount -t proc proc $r/proc
+  mount -t sysfs sysfs $r/sys
+  mount --rbind /dev $r/dev
+  mount -t tmpfs -o mode=755 tmpfs $r/run
+  mkdir -p $r/run/sshvisor/guest
+  mount --bind / $r/run/sshvisor/guest && mount -o remount,bind,ro $r/run/sshvisor/guest
+  if [ -e /sys/class/net/eth0 ]; then
+    [ -f $r/etc/resolv.conf ] && [ ! -L $r/etc/resolv.conf ] || { rm -f $r/etc/resolv.conf; : > $r/etc/resolv.conf; }
+    mount --bind /etc/resolv.conf $r/etc/resolv.conf
+  fi
+  mkdir -p /run/sshvisor
+  echo $r > ${SESSION_ROOT_FILE}
+}
+`;
+
 const rcS = `#!/bin/sh
 export PATH=/usr/sbin:/usr/bin:/sbin:/bin
-mount -t proc proc /proc
+${mountRootfs}mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev 2>/dev/null
 mkdir -p /dev/pts /dev/shm
@@ -35,10 +67,12 @@ done < /etc/sshvisor/modules
 
 name=sshvisor
 template=
+rootfs=
 for arg in $(cat /proc/cmdline); do
   case "$arg" in
     sshvisor.name=*) name="\${arg#sshvisor.name=}" ;;
     sshvisor.template=1) template=1 ;;
+    ${ROOTFS_KERNEL_ARG}) rootfs=1 ;;
   esac
 done
 
@@ -69,15 +103,19 @@ hostname "$name"
 echo "$name" > /etc/hostname
 echo "127.0.0.1 localhost $name" > /etc/hosts
 
-# The per-VM persistent disk holds /root.
-if [ -b /dev/vda ]; then
-  mount -t ext4 -o noatime /dev/vda /persist || echo "sshvisor-guest: could not mount the persistent disk; /root is in RAM"
+if [ -n "$rootfs" ]; then
+  mount_rootfs
 else
-  echo "sshvisor-guest: no persistent disk; /root is in RAM"
+  # The per-VM persistent disk holds /root.
+  if [ -b /dev/vda ]; then
+    mount -t ext4 -o noatime /dev/vda /persist || echo "sshvisor-guest: could not mount the persistent disk; /root is in RAM"
+  else
+    echo "sshvisor-guest: no persistent disk; /root is in RAM"
+  fi
+  mkdir -p /persist/root
+  mount --bind /persist/root /root
+  chmod 700 /root
 fi
-mkdir -p /persist/root
-mount --bind /persist/root /root
-chmod 700 /root
 
 # QMP system_powerdown arrives as an ACPI power button press.
 acpid
@@ -88,6 +126,12 @@ echo "${GUEST_READY_MARKER}"
 
 const rcK = `#!/bin/sh
 sync
+if [ -s ${SESSION_ROOT_FILE} ]; then
+  r=${SESSION_ROOT}
+  for m in run/sshvisor/guest run dev/pts dev proc sys etc/resolv.conf; do umount -l $r/$m 2>/dev/null; done
+  mount -o remount,ro $r 2>/dev/null
+  sync
+fi
 umount /root 2>/dev/null
 umount /persist 2>/dev/null || mount -o remount,ro /persist 2>/dev/null
 sync

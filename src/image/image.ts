@@ -1,8 +1,9 @@
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { UserError } from '../util/errors.js';
 import { MANIFEST_FILE, manifestSchema, type ImageManifest } from './manifest.js';
-import { GUEST_CONTRACT_VERSION } from './guest-contract.js';
+import { GUEST_CONTRACT_VERSION, ROOTFS_KERNEL_ARG } from './guest-contract.js';
+import { ROOTFS_FILE, rootfsManifestSchema, type RootfsManifest } from './rootfs-manifest.js';
 
 /** What a VM boots: a kernel, an optional initramfs, and what the guest offers. */
 export interface GuestImage {
@@ -13,7 +14,91 @@ export interface GuestImage {
   append: string[];
   /** The guest runs sshvisor-agent and honours the guest contract (guest-contract.ts); false: console only. */
   agent: boolean;
+  /** The manifest of the image the kernel and initramfs come from. */
   manifest?: ImageManifest;
+  /**
+   * A root filesystem image (rootfs-manifest.ts): each VM's disk is a
+   * copy-on-write layer over `path`, booted by the default image's kernel
+   * and initramfs (docs/images.md).
+   */
+  rootfs?: {
+    /** rootfs.ext4: raw ext4, never written. */
+    path: string;
+    /** Its filesystem's size in bytes: a VM's disk is at least this big. */
+    fsBytes: number;
+    sha256: string;
+    /** Every session's environment (KEY=VALUE) and working directory, from an OCI image's config. */
+    env: string[];
+    workingDir?: string;
+  };
+}
+
+/**
+ * Where VMs get their images from: the catalogue under DATA_DIR/images
+ * (catalogue.ts), or one fixed image (a --kernel given on the command line).
+ */
+export interface ImageSource {
+  /** The image a new VM gets unless it asks for another (`serve --image`). */
+  readonly defaultName: string;
+  /** Throws a UserError naming the images there are when `name` is not one. */
+  load(name: string): GuestImage;
+  /** Names of the images there are. */
+  names(): string[];
+}
+
+/** The one image a server started with --kernel boots, under its name. */
+export function fixedImageSource(image: GuestImage): ImageSource {
+  return {
+    defaultName: image.name,
+    names: () => [image.name],
+    load: (name) => {
+      if (name !== image.name) throw new UserError(`no image ${name}: this server boots only ${image.name}`);
+      return image;
+    },
+  };
+}
+
+/**
+ * The catalogue in `imagesDir` (DATA_DIR/images): `default` is the image
+ * `sshvisor image build` makes; any other name with a rootfs manifest boots
+ * with default's kernel and initramfs. `consoleOnly` serves every image
+ * without its agent.
+ */
+export function catalogueImageSource(imagesDir: string, defaultName: string, options: { defaultDir?: string; consoleOnly?: boolean } = {}): ImageSource {
+  const kernelDir = options.defaultDir ?? join(imagesDir, 'default');
+  const names = (): string[] =>
+    existsSync(imagesDir)
+      ? readdirSync(imagesDir, { withFileTypes: true })
+          .filter((e) => e.isDirectory() && /^[a-z0-9][a-z0-9._-]{0,31}$/.test(e.name) && existsSync(join(imagesDir, e.name, MANIFEST_FILE)))
+          .map((e) => e.name)
+          .sort()
+      : [];
+  const load = (name: string): GuestImage => {
+    const base = { ...loadImage(kernelDir), ...(options.consoleOnly ? { agent: false } : {}) };
+    if (name === 'default') return base;
+    const dir = join(imagesDir, name);
+    const manifestPath = join(dir, MANIFEST_FILE);
+    if (!/^[a-z0-9][a-z0-9._-]{0,31}$/.test(name) || !existsSync(manifestPath)) {
+      throw new UserError(`no image ${JSON.stringify(name)}; images: ${names().join(', ') || 'none'}`);
+    }
+    let m: RootfsManifest;
+    try {
+      m = rootfsManifestSchema.parse(JSON.parse(readFileSync(manifestPath, 'utf8')));
+    } catch (err) {
+      throw new UserError(`image ${name}: manifest ${manifestPath} is unreadable (${(err as Error).message.split('\n')[0]})`);
+    }
+    const path = join(dir, ROOTFS_FILE);
+    if (!existsSync(path)) throw new UserError(`image ${name}: ${path} is missing`);
+    return {
+      ...base,
+      name,
+      append: [...base.append, ROOTFS_KERNEL_ARG],
+      rootfs: { path, fsBytes: m.fsBytes, sha256: m.files[ROOTFS_FILE].sha256, env: m.session.env, workingDir: m.session.workingDir },
+    };
+  };
+  // Fail at start, not at the first login, when the default image is missing.
+  load(defaultName);
+  return { defaultName, load, names };
 }
 
 /** Load an image built by `sshvisor image build`, with a clear error if it isn't there. */

@@ -29,14 +29,20 @@ export class RootfsStaging {
     if (mode !== undefined) chmodSync(dest, mode);
   }
 
-  /** Copy a dynamically linked host program together with the shared libraries it loads. */
-  async copyProgram(hostPath: string, guestPath = hostPath): Promise<void> {
+  /**
+   * Copy a dynamically linked host program together with the shared
+   * libraries it loads; returns the libraries' paths (the dynamic loader among them).
+   */
+  async copyProgram(hostPath: string, guestPath = hostPath): Promise<string[]> {
     this.copyFile(hostPath, guestPath, 0o755);
     const { stdout } = await run('ldd', [hostPath]).catch(() => ({ stdout: '' }));
+    const libs: string[] = [];
     for (const m of stdout.matchAll(/(\/\S+\.so[^\s]*)/g)) {
       const lib = m[1]!;
+      libs.push(lib);
       if (!existsSync(this.at(lib))) this.copyFile(lib, lib, 0o755);
     }
+    return libs;
   }
 
   symlink(target: string, guestPath: string): void {

@@ -73,7 +73,10 @@ export function bestEffortRecords(store: VmRecords, logger: Logger): VmRecords {
     recordBoot: (vm) => attempt('boot', vm, () => store.recordBoot(vm)),
     recordExit: (vm, reason, detail) => attempt('exit', vm, () => store.recordExit(vm, reason, detail)),
     recordResume: (vm) => attempt('resume', vm, () => store.recordResume(vm)),
-    // A read: a full disk does not stop it.
+    // Reads: a full disk does not stop them.
     listVms: () => store.listVms(),
+    getVm: (vm) => store.getVm(vm),
+    // Not bookkeeping: a VM whose image is not recorded could not be started again as what it is.
+    createVm: (vm, shape) => store.createVm(vm, shape),
   };
 }

@@ -6,6 +6,9 @@ import type { ExitInfo, Vm, VmState } from '../vm/driver.js';
 import type { AgentConnection } from '../guest/agent-connection.js';
 import type { LaunchHow } from './manager-types.js';
 import type { HungInfo } from './health-monitor.js';
+import type { ShapeRequest } from './vm-shape.js';
+import type { GuestImage } from '../image/image.js';
+import type { VmShape } from '../store/store.js';
 
 /** A session's hold on a running VM; release it when the session ends. */
 export interface Lease {
@@ -16,6 +19,9 @@ export interface Lease {
    * docs/guest-protocol.md); absent for console sessions and console-only images.
    */
   readonly agent: AgentConnection | undefined;
+  /** The VM's image (its session environment among it) and shape. */
+  readonly image: GuestImage;
+  readonly shape: VmShape;
   release(): void;
 }
 
@@ -26,6 +32,8 @@ export interface AcquireOptions {
   onNotice?: (line: string) => void;
   /** Also connect to the guest's agent (default: when the image has one). */
   guest?: boolean;
+  /** The image and shape `name` is made with if it does not exist yet; an existing VM keeps its own (compare Lease.shape). */
+  create?: ShapeRequest;
 }
 
 /** What the manager knows of a VM it has in hand (booting, running or on its way down). */

@@ -1,22 +1,28 @@
 import type { Logger } from '../util/log.js';
-import type { GuestImage } from '../image/image.js';
+import type { GuestImage, ImageSource } from '../image/image.js';
 import type { Accel, Vm, VmDriver } from '../vm/driver.js';
-import type { Store } from '../store/store.js';
+import type { Store, VmShape } from '../store/store.js';
 import type { AgentConnection } from '../guest/agent-connection.js';
-import type { Template } from './template.js';
+import type { Template, TemplateStore } from './template.js';
 import type { SnapshotMeta } from './snapshot-files.js';
 import type { RestartPolicyOptions } from './restart-policy.js';
 
 export interface VmManagerOptions {
   driver: VmDriver;
-  image: GuestImage;
-  store: Pick<Store, 'recordBoot' | 'recordExit' | 'recordResume' | 'listVms'>;
+  /** Where each VM's image comes from (its recorded image, or the default for a new VM). */
+  images: ImageSource;
+  store: Pick<Store, 'recordBoot' | 'recordExit' | 'recordResume' | 'listVms' | 'getVm' | 'createVm'>;
   logger: Logger;
   dataDir: string;
   accel: Accel;
+  /** Defaults for a new VM (MiB, vCPUs, MiB); each VM keeps the shape it was created with (vm-shape.ts). */
   memoryMiB: number;
   cpus: number;
   diskSizeMiB: number;
+  /** The most a VM created with its own shape may have. */
+  maxMemoryMiB: number;
+  maxCpus: number;
+  maxDiskSizeMiB: number;
   maxVms: number;
   allowInternet: boolean;
   /** Seconds a VM stays up after its last session ends before it is suspended to disk; 0 keeps it up. */
@@ -34,12 +40,15 @@ export interface VmManagerOptions {
 
 export type Launch =
   | { kind: 'snapshot'; stateFile: string; meta: SnapshotMeta }
-  | { kind: 'template'; template: Template }
+  | { kind: 'template'; template: Template; store: TemplateStore }
   | { kind: 'boot' };
 
 /** One running (or booting) VM and who is using it. */
 export interface Entry {
   name: string;
+  /** The VM's image and shape, as created (vm-shape.ts). */
+  image: GuestImage;
+  shape: VmShape;
   vm?: Vm;
   /** The connection to the guest's agent, once made. */
   agent?: AgentConnection;

@@ -13,6 +13,7 @@ import { processesUsing } from '../util/processes.js';
 import type { ExitInfo, Vm } from '../vm/driver.js';
 import { isValidVmName } from '../vm/vm-name.js';
 import { isoSeconds } from '../console/marker.js';
+import { resolveShape } from './vm-shape.js';
 import type { Entry, VmManagerOptions } from './manager-types.js';
 import { forgetSnapshot, snapshotPaths, snapshotTakenAt } from './snapshot-files.js';
 
@@ -105,7 +106,15 @@ async function reattachOne(opts: VmManagerOptions, hooks: ReattachHooks, name: s
     hooks.gone(name, GONE_DETAIL);
     return { name, kind: 'gone', detail: GONE_DETAIL };
   }
-  const entry: Entry = { name, vm, sessions: 0, guestReady: Promise.resolve(), attachedAt: Date.now() };
+  let shaped: Pick<Entry, 'image' | 'shape'>;
+  try {
+    shaped = resolveShape(name, { dataDir: opts.dataDir, images: opts.images, limits: opts, record: opts.store.getVm(name) });
+  } catch (err) {
+    // Its image is gone from the catalogue (image rm refuses that; a hand-deleted directory): it runs on, as the image it booted.
+    shaped = { image: vm.spec.image, shape: { image: vm.spec.image.name, memoryMiB: vm.spec.memoryMiB, cpus: vm.spec.cpus, diskMiB: opts.diskSizeMiB } };
+    logger.warn({ vm: name, err: errorMessage(err) }, 'the image of a VM left running is not in the catalogue');
+  }
+  const entry: Entry = { name, vm, sessions: 0, guestReady: Promise.resolve(), attachedAt: Date.now(), ...shaped };
   hooks.register(entry);
   vm.once('exit', (info) => hooks.exited(entry, vm, info));
   // The console since the earlier gateway's last capture (or its heartbeat) was dropped by QEMU.

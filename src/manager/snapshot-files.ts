@@ -52,7 +52,9 @@ export const snapshotPaths = (dir: string) => ({
 /** Identifies the exact kernel and initramfs a guest ran: its RAM is only meaningful with them. */
 export function imageFingerprint(image: GuestImage): string {
   const files = image.manifest?.files;
-  if (files?.vmlinuz && files['initrd.img']) return `sha256:${files.vmlinuz.sha256}:${files['initrd.img'].sha256}`;
+  // A rootfs image's VMs restore only onto the same image (the guest's page cache holds its blocks).
+  const rootfs = image.rootfs ? `:${image.rootfs.sha256}` : '';
+  if (files?.vmlinuz && files['initrd.img']) return `sha256:${files.vmlinuz.sha256}:${files['initrd.img'].sha256}${rootfs}`;
   const stamp = (f: string | undefined) => (f && existsSync(f) ? `${f}:${statSync(f).size}:${statSync(f).mtimeMs}` : '');
   return `files:${stamp(image.kernel)}:${stamp(image.initrd)}`;
 }

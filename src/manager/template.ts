@@ -1,7 +1,9 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { chmodSync, closeSync, existsSync, ftruncateSync, mkdirSync, openSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { writeFileAtomic } from '../util/atomic-write.js';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
+import { ensureOverlay } from '../vm/disk.js';
+import { overlayBytes } from './vm-shape.js';
 import { z } from 'zod';
 import type { Logger } from '../util/log.js';
 import { errorMessage } from '../util/errors.js';
@@ -54,7 +56,8 @@ export class TemplateStore {
       .update(JSON.stringify([imageFingerprint(opts.image), opts.driver.version, opts.accel, opts.memoryMiB, opts.cpus, opts.diskSizeMiB, opts.allowInternet]))
       .digest('hex')
       .slice(0, 16);
-    this.dir = join(opts.dataDir, 'templates', this.key);
+    // Per image: building one image's template leaves the others' alone.
+    this.dir = join(opts.dataDir, 'templates', `${opts.image.name}-${this.key}`);
   }
 
   /** The template, if it has been built. */
@@ -105,16 +108,22 @@ export class TemplateStore {
   private async build(): Promise<Template> {
     const { opts } = this;
     const started = Date.now();
-    // Older templates (another image, size or QEMU) are of no further use.
+    // This image's older templates (another build of it, size or QEMU) are of no further use; so are unnamed ones from before.
     const parent = join(opts.dataDir, 'templates');
-    if (existsSync(parent)) for (const d of readdirSync(parent)) if (d !== this.key) rmSync(join(parent, d), { recursive: true, force: true });
+    const mine = (d: string): boolean => d.startsWith(`${opts.image.name}-`) || /^[0-9a-f]{16}$/.test(d);
+    if (existsSync(parent)) for (const d of readdirSync(parent)) if (d !== basename(this.dir) && mine(d)) rmSync(join(parent, d), { recursive: true, force: true });
     rmSync(this.dir, { recursive: true, force: true });
     mkdirSync(this.dir, { recursive: true, mode: 0o700 });
     // A placeholder of the clones' disk size that the template never reads: the guest waits before mounting.
-    const placeholder = join(this.dir, 'placeholder.img');
-    const fd = openSync(placeholder, 'w', 0o600);
-    ftruncateSync(fd, opts.diskSizeMiB * 1024 * 1024);
-    closeSync(fd);
+    const rootfs = opts.image.rootfs;
+    const placeholder = join(this.dir, rootfs ? 'placeholder.qcow2' : 'placeholder.img');
+    if (rootfs) {
+      await ensureOverlay(placeholder, rootfs.path, overlayBytes(rootfs.fsBytes, opts.diskSizeMiB));
+    } else {
+      const fd = openSync(placeholder, 'w', 0o600);
+      ftruncateSync(fd, opts.diskSizeMiB * 1024 * 1024);
+      closeSync(fd);
+    }
 
     const vm = opts.driver.create({
       name: 'template',
@@ -124,6 +133,7 @@ export class TemplateStore {
       cpus: opts.cpus,
       accel: opts.accel,
       disk: placeholder,
+      diskBacking: rootfs?.path,
       network: { allowInternet: opts.allowInternet },
       agent: true,
       kernelArgs: this.kernelArgs(),

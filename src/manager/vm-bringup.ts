@@ -7,7 +7,9 @@ import { ensurePrivateDir } from '../util/paths.js';
 import { GUEST_READY_MARKER, guestKernelArgs } from '../image/guest-contract.js';
 import type { ExitInfo, Vm } from '../vm/driver.js';
 import { isValidVmName } from '../vm/vm-name.js';
-import { ensureDisk } from '../vm/disk.js';
+import { ensureDisk, ensureOverlay } from '../vm/disk.js';
+import type { GuestImage } from '../image/image.js';
+import { matchesDefaults, overlayBytes } from './vm-shape.js';
 import { AgentConnection } from '../guest/agent-connection.js';
 import { TemplateStore } from './template.js';
 import {
@@ -53,48 +55,67 @@ export interface BringupHooks {
  * decides when; this decides how.
  */
 export class VmBringup {
-  private readonly templates?: TemplateStore;
+  /** One template per image, made when the image's first VM starts (the default image's at once). */
+  private readonly templates = new Map<string, TemplateStore>();
 
   constructor(
     private readonly opts: VmManagerOptions,
     private readonly hooks: BringupHooks,
   ) {
-    if (opts.templates && opts.image.agent) {
-      this.templates = new TemplateStore(opts);
-      void this.templates.ensure();
+    try {
+      void this.templateFor(opts.images.load(opts.images.defaultName))?.ensure();
+    } catch {
+      // No default image to template: every VM boots (serve checked the image at start).
     }
+  }
+
+  /** The template store of `image` (server-default shape), if templates are on and the image has an agent. */
+  private templateFor(image: GuestImage): TemplateStore | undefined {
+    const { opts } = this;
+    if (!opts.templates || !image.agent) return undefined;
+    const key = `${image.name}\0${imageFingerprint(image)}`;
+    let t = this.templates.get(key);
+    if (!t) {
+      t = new TemplateStore({ ...opts, image });
+      this.templates.set(key, t);
+    }
+    return t;
   }
 
   /** Resume the VM from its snapshot if it has a usable one, else boot it from its disk. */
   async start(entry: Entry, onNotice?: (line: string) => void): Promise<void> {
     const { opts } = this;
+    const { image, shape } = entry;
     const fresh = !existsSync(join(opts.dataDir, 'vms', entry.name));
     if (fresh) {
       try {
         // A new VM needs room for its memory and a start on its disk: say so before making anything.
-        requireSpace(opts.dataDir, (opts.memoryMiB + NEW_DISK_ROOM_MIB) * 1024 * 1024, `create VM ${entry.name}`);
+        requireSpace(opts.dataDir, (shape.memoryMiB + NEW_DISK_ROOM_MIB) * 1024 * 1024, `create VM ${entry.name}`);
       } catch (err) {
         this.hooks.forget(entry);
         throw err;
       }
     }
     const dir = ensurePrivateDir(join(opts.dataDir, 'vms', entry.name));
-    const disk = join(dir, 'disk.img');
+    const disk = join(dir, image.rootfs ? 'disk.qcow2' : 'disk.img');
     try {
-      await ensureDisk(disk, opts.diskSizeMiB);
+      if (image.rootfs) await ensureOverlay(disk, image.rootfs.path, overlayBytes(image.rootfs.fsBytes, shape.diskMiB));
+      else await ensureDisk(disk, shape.diskMiB);
+      // Recorded once it has a disk: a VM that never got one leaves no record either.
+      if (fresh) opts.store.createVm(entry.name, shape);
     } catch (err) {
       this.hooks.forget(entry);
       // A VM that never got a disk leaves nothing behind.
       if (fresh) rmSync(dir, { recursive: true, force: true });
       // mkfs words a full disk in many ways ("short write", "could not allocate block"): go by the free space too.
-      if (isNoSpace(err) || (freeBytes(opts.dataDir) ?? Infinity) < NEW_DISK_ROOM_MIB * 1024 * 1024) throw noSpaceError(`create the disk of VM ${entry.name}`, opts.dataDir, opts.diskSizeMiB * 1024 * 1024);
+      if (isNoSpace(err) || (freeBytes(opts.dataDir) ?? Infinity) < NEW_DISK_ROOM_MIB * 1024 * 1024) throw noSpaceError(`create the disk of VM ${entry.name}`, opts.dataDir, shape.diskMiB * 1024 * 1024);
       throw new UserError(`cannot create the disk of VM ${entry.name}: ${errorMessage(err)}`);
     }
     const snapshot = inspectSnapshot(dir, {
       hypervisor: opts.driver.version,
-      image: imageFingerprint(opts.image),
-      memoryMiB: opts.memoryMiB,
-      cpus: opts.cpus,
+      image: imageFingerprint(image),
+      memoryMiB: shape.memoryMiB,
+      cpus: shape.cpus,
     });
     let unusable = snapshot.kind === 'unusable' ? snapshot.reason : undefined;
     if (snapshot.kind === 'usable') {
@@ -114,10 +135,12 @@ export class VmBringup {
       // No snapshot: whatever RAM file is left (a crash) means nothing.
       rmSync(snapshotPaths(dir).ram, { force: true });
     }
-    const template = this.templates?.ready();
-    if (template && statSync(disk).size === template.diskBytes) {
+    const templates = this.templateFor(image);
+    // The first VM of an image has its template built meanwhile: the next ones are clones.
+    const template = templates?.ready() ?? void templates?.ensure();
+    if (template && matchesDefaults(shape, opts) && (image.rootfs || statSync(disk).size === template.diskBytes)) {
       try {
-        return await this.launch(entry, dir, disk, { kind: 'template', template });
+        return await this.launch(entry, dir, disk, { kind: 'template', template, store: templates! });
       } catch (err) {
         if (err instanceof NoSpaceError) throw err;
         opts.logger.warn({ vm: entry.name, event: 'clone-failed', err: errorMessage(err) }, 'clone failed; booting instead');
@@ -129,40 +152,42 @@ export class VmBringup {
   /** How a VM comes up: resumed from its own snapshot, cloned from the template, or booted. */
   private async launch(entry: Entry, dir: string, disk: string, from: Launch): Promise<void> {
     const { opts } = this;
+    const { image, shape } = entry;
     const base = {
       name: entry.name,
       dir,
-      image: opts.image,
-      memoryMiB: opts.memoryMiB,
-      cpus: opts.cpus,
+      image,
+      memoryMiB: shape.memoryMiB,
+      cpus: shape.cpus,
       accel: opts.accel,
       disk,
+      diskBacking: image.rootfs?.path,
       network: { allowInternet: opts.allowInternet },
-      agent: opts.image.agent,
+      agent: image.agent,
     };
     const ram = snapshotPaths(dir).ram;
     // A snapshot whose RAM is in its state is loaded into a fresh RAM file of the VM's own.
     if (from.kind === 'snapshot' && from.meta.ramInState) rmSync(ram, { force: true });
     const spec =
-      from.kind === 'template' && this.templates
-        ? this.templates.cloneSpec(from.template, base)
+      from.kind === 'template'
+        ? from.store.cloneSpec(from.template, base)
         : {
             ...base,
-            kernelArgs: opts.image.agent ? guestKernelArgs({ hostname: entry.name }) : [],
+            kernelArgs: image.agent ? guestKernelArgs({ hostname: entry.name }) : [],
             memoryFile: ram,
             // A VM resumed from a clone's snapshot keeps no private mapping: its RAM is its own file from now on.
             restoreFrom: from.kind === 'snapshot' ? { stateFile: from.stateFile, ramInState: from.meta.ramInState } : undefined,
           };
     // A shared RAM file gets all its blocks now: a page fault on a full disk would kill QEMU (disk-space.ts).
     if (spec.memoryFile && !spec.memoryPrivate) {
-      await preallocateRam(spec.memoryFile, opts.memoryMiB * 1024 * 1024, `hold the ${opts.memoryMiB} MiB of memory of VM ${entry.name}`);
+      await preallocateRam(spec.memoryFile, shape.memoryMiB * 1024 * 1024, `hold the ${shape.memoryMiB} MiB of memory of VM ${entry.name}`);
     }
     const vm = opts.driver.create(spec);
     entry.vm = vm;
     entry.startedAt = Date.now();
     entry.resumedFrom = from.kind === 'snapshot' ? from.meta.takenAt : undefined;
     // Only images sshvisor built promise the marker (guest-contract.ts); for others, just try to connect.
-    entry.guestReady = from.kind !== 'snapshot' && opts.image.manifest ? consoleShows(vm, GUEST_READY_MARKER) : Promise.resolve();
+    entry.guestReady = from.kind !== 'snapshot' && image.manifest ? consoleShows(vm, GUEST_READY_MARKER) : Promise.resolve();
     const restoring = from.kind !== 'boot';
     let running = false;
     vm.once('exit', (info) => {
@@ -180,9 +205,9 @@ export class VmBringup {
       throw new UserError(errorMessage(err));
     }
     running = true;
-    if (from.kind === 'template' && this.templates) {
+    if (from.kind === 'template') {
       // The clone waits for its name before it mounts its disk: tell it now, whoever logs in (a console session does not connect).
-      entry.identity = this.templates.identity(entry.name);
+      entry.identity = from.store.identity(entry.name);
       void this.connect(entry).catch(() => undefined);
     }
     // From here the guest moves on: its old snapshot must never be restored over the newer disk.
@@ -284,15 +309,15 @@ export class VmBringup {
     const started = Date.now();
     try {
       // The device state is small, unless guest RAM has to go in it (a clone): check for room before stopping the guest.
-      requireSpace(dir, (vm.spec.memoryPrivate ? opts.memoryMiB : 0) * 1024 * 1024 + SNAPSHOT_SLACK, `suspend VM ${entry.name}`);
+      requireSpace(dir, (vm.spec.memoryPrivate ? vm.spec.memoryMiB : 0) * 1024 * 1024 + SNAPSHOT_SLACK, `suspend VM ${entry.name}`);
       const info = await vm.suspend(snapshotPaths(dir).state, {
         beforeQuit: () =>
           writeSnapshotMeta(dir, {
             takenAt: Date.now(),
             hypervisor: vm.hypervisorVersion ?? opts.driver.version,
-            image: imageFingerprint(opts.image),
-            memoryMiB: opts.memoryMiB,
-            cpus: opts.cpus,
+            image: imageFingerprint(entry.image),
+            memoryMiB: vm.spec.memoryMiB,
+            cpus: vm.spec.cpus,
             ramInState: !!vm.spec.memoryPrivate,
           }),
       });

@@ -13,6 +13,8 @@ import { endTemplateBuilds, lastHeartbeat, reattachAll, startHeartbeat, type Rea
 import { HealthMonitor } from './health-monitor.js';
 import { RestartPolicy, type RestartInfo } from './restart-policy.js';
 import { bestEffortRecords } from './disk-space.js';
+import { resolveShape, type ResolvedShape, type ShapeRequest } from './vm-shape.js';
+import type { VmShape } from '../store/store.js';
 import { freeBytes } from '../util/atomic-write.js';
 
 /** Free space in the data dir at which a guest paused on a full disk is continued. */
@@ -89,7 +91,6 @@ export class VmManager extends EventEmitter<ManagerEvents> {
   async acquire(name: string, options: AcquireOptions = {}): Promise<Lease> {
     assertVmName(name);
     const { onWaiting } = options;
-    const wantAgent = (options.guest ?? true) && this.opts.image.agent;
     if (this.closing) throw new UserError('sshvisor is shutting down; try again shortly');
     if (this.removing.has(name)) throw new UserError(`VM ${name} is being removed`);
     let entry = this.entries.get(name);
@@ -101,10 +102,13 @@ export class VmManager extends EventEmitter<ManagerEvents> {
       entry = this.entries.get(name);
     }
     if (!entry) {
+      // Before the capacity check: a name that cannot be made (no such image, too big) is told so, not "full".
+      const { image, shape } = this.shapeOf(name, options.create);
       if (this.entries.size >= this.opts.maxVms) throw new CapacityError(this.entries.size);
-      entry = { name, sessions: 0 };
+      entry = { name, sessions: 0, image, shape };
       this.entries.set(name, entry);
     }
+    const wantAgent = (options.guest ?? true) && entry.image.agent;
     // Count the session before waiting, so the idle timer cannot fire under it.
     entry.sessions++;
     this.clearIdle(entry);
@@ -138,12 +142,35 @@ export class VmManager extends EventEmitter<ManagerEvents> {
       name,
       vm,
       agent: wantAgent ? agent : undefined,
+      image: e.image,
+      shape: e.shape,
       release: () => {
         if (released) return;
         released = true;
         this.releaseSession(e);
       },
     };
+  }
+
+  /**
+   * Create `name` with its own image and shape, without starting it (its
+   * first session or resume() boots it): what `sshvisor create`, the admin
+   * SSH command and the HTTP API do. Throws a UserError when the name
+   * exists, the image does not, or a value is above the server's maximums.
+   */
+  create(name: string, request: ShapeRequest): VmShape {
+    assertVmName(name);
+    if (this.removing.has(name)) throw new UserError(`VM ${name} is being removed`);
+    const resolved = this.shapeOf(name, request);
+    if (!resolved.isNew || this.entries.has(name)) throw new UserError(`VM ${name} already exists (image ${resolved.shape.image})`);
+    if (!this.opts.store.createVm(name, resolved.shape)) throw new UserError(`VM ${name} already exists`);
+    this.opts.logger.info({ vm: name, event: 'vm-created', ...resolved.shape }, 'VM created');
+    return resolved.shape;
+  }
+
+  /** `name`'s image and shape: as recorded, or what a new VM would get with `request` (vm-shape.ts). */
+  shapeOf(name: string, request?: ShapeRequest): ResolvedShape {
+    return resolveShape(name, { dataDir: this.opts.dataDir, images: this.opts.images, limits: this.opts, record: this.opts.store.getVm(name) }, request);
   }
 
   /** Names of the VMs the manager has in hand (booting, running, or on their way down). */
@@ -273,7 +300,7 @@ export class VmManager extends EventEmitter<ManagerEvents> {
         // As if its last session had just ended: the idle timer starts fresh.
         e.sessions = 1;
         this.releaseSession(e);
-        if (this.opts.image.agent) void this.bringup.connect(e).catch(() => undefined);
+        if (e.image.agent) void this.bringup.connect(e).catch(() => undefined);
       },
     }, lostSince);
   }

@@ -2,6 +2,8 @@ import { errorMessage } from '../util/errors.js';
 import { parseUsername, quoteForDisplay } from '../ssh/routing.js';
 import { isValidVmName } from '../vm/vm-name.js';
 import type { StopResult, SuspendResult } from '../manager/vm-manager.js';
+import type { ShapeRequest } from '../manager/vm-shape.js';
+import type { VmShape } from '../store/store.js';
 import { formatStatus, formatTable, statusJson, type VmStatusReport } from './vm-status.js';
 
 /**
@@ -19,7 +21,8 @@ export type AdminCommand =
   | { cmd: 'ls'; json: boolean }
   | { cmd: 'status'; name: string; json: boolean }
   | { cmd: 'stop' | 'suspend' | 'resume' | 'logs' | 'watch'; name: string }
-  | { cmd: 'rm'; name: string; yes: boolean };
+  | { cmd: 'rm'; name: string; yes: boolean }
+  | { cmd: 'create'; name: string; request: ShapeRequest };
 
 export type ParseResult = { ok: true; command: AdminCommand } | { ok: false; error: string };
 
@@ -34,11 +37,12 @@ const USAGE: readonly [string, string][] = [
   ['suspend NAME', 'suspend the VM to disk now'],
   ['resume NAME', 'resume (or boot) the VM without a session; the idle timeout then applies'],
   ['rm NAME --yes', "stop the VM and delete it: disk, snapshot, console log, owners and grants"],
+  ['create NAME [--image I] [--memory MiB] [--cpus N] [--disk-size MiB]', 'create a VM with its own image and shape; its first login boots it'],
   ['logs NAME', "the VM's console history"],
   ['watch NAME', "the VM's console, live and read-only (over SSH)"],
 ];
 
-const COMMANDS = ['help', 'ls', 'status', 'stop', 'suspend', 'resume', 'rm', 'logs', 'watch'] as const;
+const COMMANDS = ['help', 'ls', 'status', 'stop', 'suspend', 'resume', 'rm', 'create', 'logs', 'watch'] as const;
 
 export function usage(eol = '\n'): string {
   const width = Math.max(...USAGE.map(([c]) => c.length)) + 2;
@@ -63,6 +67,7 @@ export function parseAdminCommand(argv: readonly string[]): ParseResult {
   if (!(COMMANDS as readonly string[]).includes(cmd)) {
     return { ok: false, error: `unknown command ${quoteForDisplay(cmd)}; commands: ${COMMANDS.filter((c) => c !== 'help').join(', ')} (help lists them)` };
   }
+  if (cmd === 'create') return parseCreate(rest);
   const flags = rest.filter((a) => a.startsWith('-'));
   const args = rest.filter((a) => !a.startsWith('-'));
   const allowed: Record<string, readonly string[]> = { ls: ['--json', 'json'], status: ['--json', 'json'], rm: ['--yes', '-y'] };
@@ -95,6 +100,38 @@ export function parseAdminCommand(argv: readonly string[]): ParseResult {
   }
 }
 
+const CREATE_OPTIONS = { '--image': 'image', '--memory': 'memoryMiB', '--cpus': 'cpus', '--disk-size': 'diskMiB' } as const;
+
+/** `create NAME [--image I] [--memory MiB] [--cpus N] [--disk-size MiB]`, each option as `--opt VALUE` or `--opt=VALUE`. */
+function parseCreate(rest: readonly string[]): ParseResult {
+  const request: ShapeRequest = {};
+  const names: string[] = [];
+  for (let i = 0; i < rest.length; i++) {
+    const arg = rest[i]!;
+    if (!arg.startsWith('-')) {
+      names.push(arg);
+      continue;
+    }
+    const eq = arg.indexOf('=');
+    const flag = eq > 0 ? arg.slice(0, eq) : arg;
+    const key = (CREATE_OPTIONS as Record<string, keyof ShapeRequest>)[flag];
+    if (!key) return { ok: false, error: `create: unknown option ${quoteForDisplay(arg)} (it takes ${Object.keys(CREATE_OPTIONS).join(', ')})` };
+    const value = eq > 0 ? arg.slice(eq + 1) : rest[++i];
+    if (value === undefined || value === '') return { ok: false, error: `create: ${flag} needs a value` };
+    if (key === 'image') {
+      if (!/^[a-z0-9][a-z0-9._-]{0,31}$/.test(value)) return { ok: false, error: `create: invalid image name ${quoteForDisplay(value)}` };
+      request.image = value;
+    } else {
+      if (!/^\d{1,9}$/.test(value)) return { ok: false, error: `create: ${flag} must be a whole number, not ${quoteForDisplay(value)}` };
+      request[key] = Number(value);
+    }
+  }
+  if (names.length !== 1) return { ok: false, error: names.length === 0 ? 'create needs a VM name: create NAME [--image I] ...' : `create takes one VM name, got ${names.length}` };
+  const bad = nameError(names[0]!);
+  if (bad) return { ok: false, error: bad };
+  return { ok: true, command: { cmd: 'create', name: names[0]!, request } };
+}
+
 /** What the commands need from the server (see ops/vm-ops.ts). */
 export interface AdminOps {
   names(): string[];
@@ -105,6 +142,8 @@ export interface AdminOps {
   /** Bring it up without a session; resolves with the status after. */
   resume(name: string): Promise<{ already: boolean; report: VmStatusReport }>;
   remove(name: string): Promise<{ wasRunning: boolean }>;
+  /** Create a VM with its own image and shape (VmManager.create); throws a UserError saying what is wrong. */
+  create(name: string, request: ShapeRequest): VmShape;
   history(name: string): Buffer;
 }
 
@@ -137,6 +176,16 @@ export async function runAdminCommand(command: AdminCommand, ops: AdminOps, io: 
     return EXIT_OK;
   }
   const { name } = command;
+  if (command.cmd === 'create') {
+    try {
+      const shape = ops.create(name, command.request);
+      say(`${name} created: image ${shape.image}, ${shape.memoryMiB} MiB, ${shape.cpus} vCPU${shape.cpus === 1 ? '' : 's'}, ${shape.diskMiB} MiB disk; its first login boots it`);
+      return EXIT_OK;
+    } catch (err) {
+      io.err(`create ${name}: ${errorMessage(err)}`);
+      return EXIT_FAILED;
+    }
+  }
   if (!ops.isKnown(name)) {
     io.err(`no VM named ${quoteForDisplay(name)} (ls lists them)`);
     return EXIT_USAGE;

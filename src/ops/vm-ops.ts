@@ -6,11 +6,10 @@ import { collectStatus, isKnownVm, listVmNames, type StatusSources } from './vm-
 
 export interface VmOpsOptions {
   dataDir: string;
-  /** describeImage(image) */
-  image: string;
-  memoryMiB: number;
-  cpus: number;
-  manager: Pick<VmManager, 'inspect' | 'names' | 'stop' | 'suspend' | 'resume' | 'remove' | 'restartInfo'>;
+  /** describeImage(image) of the default image's kernel */
+  kernel: string;
+  defaults: StatusSources['defaults'];
+  manager: Pick<VmManager, 'inspect' | 'names' | 'stop' | 'suspend' | 'resume' | 'remove' | 'restartInfo' | 'create'>;
   store: Pick<Store, 'getVm' | 'listVms' | 'ownersOf' | 'forgetVm'>;
   hub: Pick<ConsoleHub, 'history' | 'get' | 'drop'>;
 }
@@ -19,9 +18,8 @@ export interface VmOpsOptions {
 export function createVmOps(opts: VmOpsOptions): AdminOps & { sources: StatusSources } {
   const sources: StatusSources = {
     dataDir: opts.dataDir,
-    image: opts.image,
-    memoryMiB: opts.memoryMiB,
-    cpus: opts.cpus,
+    kernel: opts.kernel,
+    defaults: opts.defaults,
     manager: opts.manager,
     store: opts.store,
     console: {
@@ -46,5 +44,6 @@ export function createVmOps(opts: VmOpsOptions): AdminOps & { sources: StatusSou
         opts.store.forgetVm(name);
       }),
     history: (name) => opts.hub.history(name),
+    create: (name, request) => opts.manager.create(name, request),
   };
 }

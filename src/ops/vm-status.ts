@@ -19,10 +19,14 @@ export type VmStateName = 'running' | 'hung' | 'starting' | 'stopping' | 'suspen
 export interface VmStatusReport {
   name: string;
   state: VmStateName;
-  /** e.g. "Linux 6.1.0-28-cloud-amd64" (the kernel release from the image manifest). */
+  /** The VM's image, from the catalogue (`sshvisor image ls`). */
   image: string;
+  /** e.g. "Linux 6.1.0-28-cloud-amd64" (the kernel release from the image manifest). */
+  kernel: string;
   vcpus: number;
   memoryMiB: number;
+  /** The VM's disk size: its own writes for an image VM (copy-on-write over the image), all of /root for the default image. */
+  diskMiB: number;
   /** The hypervisor process, while running. */
   pid: number | null;
   /** When this run started (boot or resume), while running. */
@@ -56,10 +60,10 @@ export interface VmStatusReport {
 
 export interface StatusSources {
   dataDir: string;
-  /** Describes the image every VM runs (see describeImage). */
-  image: string;
-  memoryMiB: number;
-  cpus: number;
+  /** Describes the kernel every VM runs (see describeImage). */
+  kernel: string;
+  /** What a VM without a recorded shape (from before shapes were recorded) has: the server's defaults. */
+  defaults: { image: string; memoryMiB: number; cpus: number; diskMiB: number };
   manager: { inspect(name: string): VmRuntime | undefined; names(): string[]; restartInfo?(name: string): RestartInfo | undefined };
   store: { getVm(name: string): VmRecord | undefined; listVms(): VmRecord[]; ownersOf(name: string): OwnerKey[] };
   console: {
@@ -127,12 +131,15 @@ export function collectStatus(src: StatusSources, name: string, opts: { consoleL
   const lines = opts.consoleLines ?? 10;
   const restart = src.manager.restartInfo?.(name);
   const history = lines > 0 ? src.console.history(name, { lines, maxBytes: 64 * 1024 }) : Buffer.alloc(0);
+  const shape = record?.shape ?? { ...src.defaults, image: 'default' };
   return {
     name,
     state,
-    image: src.image,
-    vcpus: src.cpus,
-    memoryMiB: src.memoryMiB,
+    image: shape.image,
+    kernel: src.kernel,
+    vcpus: shape.cpus,
+    memoryMiB: shape.memoryMiB,
+    diskMiB: shape.diskMiB,
     pid,
     startedAt,
     uptimeSeconds: startedAt === null ? null : Math.max(0, Math.floor((now - startedAt) / 1000)),
@@ -251,7 +258,7 @@ export function formatStatus(r: VmStatusReport, opts: FormatOptions = {}): strin
     ms === null ? 'never' : `${isoTime(ms)} (${formatDuration((now - ms) / 1000)} ago; ${count})`;
   const rows: [string, string][] = [['state', colorState(r.state, color)]];
   if (r.suspendedSince !== null) rows[0]![1] += ` since ${isoTime(r.suspendedSince)} (${formatDuration((now - r.suspendedSince) / 1000)} ago)`;
-  rows.push(['image', r.image]);
+  rows.push(['image', `${r.image} (${r.kernel})`]);
   if (r.uptimeSeconds !== null) {
     rows.push(['uptime', `${formatDuration(r.uptimeSeconds)}${r.startedAt === null ? '' : ` (${r.resumedThisRun ? 'resumed' : 'started'} ${isoTime(r.startedAt)})`}`]);
   } else {
@@ -259,6 +266,7 @@ export function formatStatus(r: VmStatusReport, opts: FormatOptions = {}): strin
   }
   rows.push(['vCPUs', String(r.vcpus)]);
   rows.push(['memory', `${r.memoryMiB} MiB`]);
+  rows.push(['disk', `${r.diskMiB} MiB`]);
   rows.push(['CPU time', r.cpuSeconds === null ? '-' : `${r.cpuSeconds.toFixed(2)} s`]);
   rows.push(['sessions', `${r.sessions}${r.consoleViewers > 0 ? ` (and ${r.consoleViewers} console viewer${r.consoleViewers === 1 ? '' : 's'})` : ''}`]);
   rows.push(['booted', when(r.lastBootAt, plural(r.boots, 'boot'))]);
@@ -295,8 +303,10 @@ export function statusJson(r: VmStatusReport): Record<string, unknown> {
     name: r.name,
     state: r.state,
     image: r.image,
+    kernel: r.kernel,
     vcpus: r.vcpus,
     memoryMiB: r.memoryMiB,
+    diskMiB: r.diskMiB,
     pid: r.pid,
     startedAt: t(r.startedAt),
     uptimeSeconds: r.uptimeSeconds,
@@ -335,11 +345,11 @@ export interface TableOptions extends FormatOptions {
 export function formatTable(reports: VmStatusReport[], opts: TableOptions = {}): string {
   const eol = opts.eol ?? '\n';
   const color = opts.color ?? false;
-  const header = ['NAME', 'OWNER', 'STATE', 'UPTIME', 'MEMORY', 'SESSIONS', 'LAST CONSOLE LINE'];
+  const header = ['NAME', 'OWNER', 'STATE', 'IMAGE', 'SHAPE', 'UPTIME', 'SESSIONS', 'LAST CONSOLE LINE'];
   const rows = reports.map((r) => {
     const up = r.uptimeSeconds === null ? '-' : formatDuration(r.uptimeSeconds);
-    const mem = r.state === 'running' || r.state === 'hung' || r.state === 'starting' || r.state === 'stopping' ? `${r.memoryMiB} MiB` : '-';
-    return { cells: [r.name, shortOwner(r.owners), r.state, up, mem, String(r.sessions), r.console[r.console.length - 1] ?? ''], state: r.state };
+    const shape = `${r.vcpus}cpu/${r.memoryMiB}M/${r.diskMiB}M`;
+    return { cells: [r.name, shortOwner(r.owners), r.state, r.image, shape, up, String(r.sessions), r.console[r.console.length - 1] ?? ''], state: r.state };
   });
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r.cells[i]!.length)));
   const line = (cells: string[], state?: VmStateName): string => {

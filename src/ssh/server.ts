@@ -52,6 +52,8 @@ export interface SshFrontDoorOptions {
   agentForwarding: boolean;
   /** ssh -R into the guest (--remote-forwarding). */
   remoteForwarding: boolean;
+  /** What SSHVISOR_IMAGE may name at a first login (--image and --user-images). */
+  userImages: readonly string[];
   /** NAME+status. */
   status: StatusAccess;
   /** The `admin` account (--admin-keys); without it every admin login is refused. */
@@ -225,6 +227,7 @@ function onReady(client: Connection, routing: Routing, channels: ConnectionChann
       agentForwarding: opts.agentForwarding,
       earlierRequests: remote && (() => remote.settled()),
       refusals: () => told.splice(0),
+      userImages: opts.userImages,
     });
   });
   client.on('tcpip', (accept, reject, info) => {

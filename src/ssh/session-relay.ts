@@ -8,6 +8,7 @@ import { BootProgress } from './boot-progress.js';
 import { isAcceptableEnv, type SessionEnv } from './guest-env.js';
 import { relayAgentStream } from './agent-forward.js';
 import { cutNotice } from './cut-notice.js';
+import type { GuestImage } from '../image/image.js';
 
 /** What the relay needs from the VM manager: a lease on a named VM (see VmManager.acquire). */
 export type AcquireVm = (name: string, options?: AcquireOptions) => Promise<Lease>;
@@ -32,6 +33,8 @@ export interface RelayPolicy {
   earlierRequests?: () => Promise<void>;
   /** Why this connection's earlier requests were refused (e.g. `-R` turned off), told once on a session's stderr. */
   refusals?: () => string[];
+  /** Images a user may name with SSHVISOR_IMAGE for a new VM (the server's default image among them). */
+  userImages: readonly string[];
 }
 
 /**
@@ -111,10 +114,14 @@ export function relaySession(session: Session, vmName: string, acquire: AcquireV
 
   async function run(stream: ServerChannel, start: Start): Promise<void> {
     const openedAt = Date.now();
+    const wanted = env.get(IMAGE_ENV)?.toString('utf8');
+    if (wanted !== undefined && !policy.userImages.includes(wanted)) {
+      return fail(stream, `image ${JSON.stringify(wanted)} is not offered here; ${IMAGE_ENV} may name: ${policy.userImages.join(', ')}`);
+    }
     const progress = pty ? new BootProgress(stream, vmName) : undefined;
     let lease: Lease;
     try {
-      lease = await acquire(vmName, { onWaiting: () => progress?.start(), onNotice: (line) => notice(stream, line) });
+      lease = await acquire(vmName, { onWaiting: () => progress?.start(), onNotice: (line) => notice(stream, line), create: wanted ? { image: wanted } : undefined });
     } catch (err) {
       progress?.stop(false);
       return fail(stream, errorMessage(err));
@@ -126,6 +133,7 @@ export function relaySession(session: Session, vmName: string, acquire: AcquireV
     if (!lease.agent) return fail(stream, `the VM ${vmName} has no guest agent`);
     await policy.earlierRequests?.();
     if (agentRefused) notice(stream, 'agent forwarding (ssh -A) is turned off on this server');
+    if (wanted && lease.shape.image !== wanted) notice(stream, `VM ${vmName} already exists with image ${lease.shape.image}; ${IMAGE_ENV} only chooses the image of a new VM`);
     for (const line of policy.refusals?.() ?? []) notice(stream, line);
 
     let p: AgentProcess;
@@ -133,7 +141,9 @@ export function relaySession(session: Session, vmName: string, acquire: AcquireV
       p = await lease.agent.exec({
         command: start.kind === 'exec' ? start.command : undefined,
         subsystem: start.kind === 'subsystem' ? start.name : undefined,
-        env: [...env].map(([name, value]) => ({ name, value })),
+        // The image's environment (an OCI config's Env) first: what the client sends wins, as `docker run -e` over ENV.
+        env: [...imageEnv(lease.image), ...[...env].map(([name, value]) => ({ name, value }))],
+        cwd: lease.image.rootfs?.workingDir,
         pty,
         onAuthAgent: agentForward ? (s) => relayAgentStream(client, s, log) : undefined,
       });
@@ -161,6 +171,19 @@ export function relaySession(session: Session, vmName: string, acquire: AcquireV
       log.info({ event: 'session-end', kind: start.kind, exit, ms: Date.now() - openedAt }, 'session ended');
     });
   }
+}
+
+/** The variable a client sets (ssh -o SetEnv=SSHVISOR_IMAGE=NAME) to choose the image of its new VM. */
+export const IMAGE_ENV = 'SSHVISOR_IMAGE';
+
+/** An image's session environment (KEY=VALUE strings from its manifest) as exec env entries; malformed ones are skipped. */
+function imageEnv(image: GuestImage): Array<{ name: string; value: Buffer }> {
+  const out: Array<{ name: string; value: Buffer }> = [];
+  for (const kv of image.rootfs?.env ?? []) {
+    const eq = kv.indexOf('=');
+    if (eq > 0) out.push({ name: kv.slice(0, eq), value: Buffer.from(kv.slice(eq + 1)) });
+  }
+  return out;
 }
 
 /** One line for the user on stderr, beside whatever the session prints. */

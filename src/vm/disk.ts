@@ -1,4 +1,4 @@
-import { existsSync, renameSync, rmSync, openSync, ftruncateSync, closeSync, fsyncSync } from 'node:fs';
+import { chmodSync, existsSync, renameSync, rmSync, openSync, ftruncateSync, closeSync, fsyncSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { fsyncDir } from '../util/atomic-write.js';
 import { run } from '../util/exec.js';
@@ -22,6 +22,31 @@ export async function ensureDisk(path: string, sizeMiB: number): Promise<boolean
   }
   try {
     await run(mkfs, ['-q', '-F', '-L', 'sshvisor-data', '-m', '0', tmp]);
+    fsyncFile(tmp);
+    renameSync(tmp, path);
+    fsyncDir(dirname(path));
+  } catch (err) {
+    rmSync(tmp, { force: true });
+    throw err;
+  }
+  return true;
+}
+
+/**
+ * Create a VM's copy-on-write disk over a root filesystem image if it does
+ * not exist yet: a qcow2 file of `sizeBytes` (virtual) whose unwritten
+ * blocks read from `backing`, a raw file that is never written through it.
+ * It starts at a few hundred KiB on the host. Made under a temporary name
+ * and renamed, like ensureDisk. Throws what qemu-img says when it fails.
+ */
+export async function ensureOverlay(path: string, backing: string, sizeBytes: number): Promise<boolean> {
+  if (existsSync(path)) return false;
+  const qemuImg = requireTool('qemu-img');
+  const tmp = `${path}.creating`;
+  rmSync(tmp, { force: true });
+  try {
+    await run(qemuImg, ['create', '-q', '-f', 'qcow2', '-F', 'raw', '-b', backing, tmp, String(sizeBytes)]);
+    chmodSync(tmp, 0o600);
     fsyncFile(tmp);
     renameSync(tmp, path);
     fsyncDir(dirname(path));

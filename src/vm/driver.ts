@@ -18,8 +18,14 @@ export interface VmSpec {
   memoryMiB: number;
   cpus: number;
   accel: Accel;
-  /** Raw ext4 image attached as the guest's persistent disk (/dev/vda). */
+  /**
+   * The guest's persistent disk (/dev/vda): a raw ext4 file, or with
+   * diskBacking a qcow2 overlay (its own writes) over that read-only raw file
+   * (an image's rootfs.ext4, shared by every VM of the image).
+   */
   disk?: string;
+  /** The raw file a qcow2 `disk` is a copy-on-write layer over; opened read-only. */
+  diskBacking?: string;
   network: {
     /** Without this, the guest has no network device: it can open no connection out of the VM at all. */
     allowInternet: boolean;

@@ -1,3 +1,4 @@
+import { UserError } from '../../src/util/errors.js';
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { parseAdminCommand, runAdminCommand, splitCommandLine, type AdminOps, type CommandIo } from '../../src/ops/admin-commands.js';
@@ -26,7 +27,7 @@ describe('parseAdminCommand', () => {
   });
 
   test('one specific line for each mistake', () => {
-    assert.equal(error(['frob']), 'unknown command "frob"; commands: ls, status, stop, suspend, resume, rm, logs, watch (help lists them)');
+    assert.equal(error(['frob']), 'unknown command "frob"; commands: ls, status, stop, suspend, resume, rm, create, logs, watch (help lists them)');
     assert.equal(error(['stop']), 'stop needs a VM name: stop NAME');
     assert.equal(error(['stop', 'a', 'b']), 'stop takes one VM name, got 2: "a" "b"');
     assert.equal(error(['stop', 'alice', '--force']), 'stop: unknown option "--force"');
@@ -45,7 +46,7 @@ describe('parseAdminCommand', () => {
 
 function report(name: string, state: VmStatusReport['state'] = 'running'): VmStatusReport {
   return {
-    name, state, image: 'Linux x', vcpus: 1, memoryMiB: 256, pid: null, startedAt: null, uptimeSeconds: null, resumedThisRun: state === 'running',
+    name, state, image: 'default', kernel: 'Linux x', vcpus: 1, memoryMiB: 256, diskMiB: 1024, pid: null, startedAt: null, uptimeSeconds: null, resumedThisRun: state === 'running',
     cpuSeconds: null, sessions: 0, consoleViewers: 0, suspendedSince: null, owners: [], boots: 1, lastBootAt: null, suspends: 0,
     lastSuspendAt: null, resumes: 0, lastResumeAt: null, lastExit: null, console: ['hello'], hung: null, restart: null,
   };
@@ -67,6 +68,11 @@ function fakeOps(calls: string[]): AdminOps {
     resume: async (n) => {
       calls.push(`resume ${n}`);
       return { already: false, report: report(n) };
+    },
+    create: (n, r) => {
+      calls.push(`create ${n} ${JSON.stringify(r)}`);
+      if (n === 'alice') throw new UserError('VM alice already exists (image default)');
+      return { image: r.image ?? 'default', memoryMiB: r.memoryMiB ?? 256, cpus: r.cpus ?? 1, diskMiB: r.diskMiB ?? 1024 };
     },
     remove: async (n) => {
       calls.push(`rm ${n}`);
@@ -122,5 +128,40 @@ describe('runAdminCommand', () => {
       assert.deepEqual(r.err, ['no VM named "carol" (ls lists them)']);
     }
     assert.deepEqual(calls, []);
+  });
+});
+
+describe('create', () => {
+  test('parses --opt VALUE and --opt=VALUE, and refuses what is not a shape', () => {
+    const ok = parseAdminCommand(['create', 'carol', '--image', 'debian', '--memory=1024', '--cpus', '2', '--disk-size', '4096']);
+    assert.deepEqual(ok, { ok: true, command: { cmd: 'create', name: 'carol', request: { image: 'debian', memoryMiB: 1024, cpus: 2, diskMiB: 4096 } } });
+    for (const [argv, why] of [
+      [['create'], /needs a VM name/],
+      [['create', 'a', 'b'], /one VM name/],
+      [['create', 'carol', '--memory'], /--memory needs a value/],
+      [['create', 'carol', '--memory', 'lots'], /whole number/],
+      [['create', 'carol', '--image', 'Bad/Name'], /invalid image name/],
+      [['create', 'carol', '--colour', 'red'], /unknown option/],
+      [['create', 'Bad Name'], /./],
+    ] as const) {
+      const r = parseAdminCommand(argv);
+      assert.equal(r.ok, false, argv.join(' '));
+      if (!r.ok) assert.match(r.error, why);
+    }
+  });
+
+  test('says what it made, and why it could not', async () => {
+    const calls: string[] = [];
+    const out: string[] = [];
+    const errs: string[] = [];
+    const io = { out: (d: string | Buffer) => void out.push(String(d)), err: (l: string) => void errs.push(l), color: false, eol: '\n' };
+    const made = parseAdminCommand(['create', 'carol', '--image', 'debian']);
+    assert.ok(made.ok);
+    assert.equal(await runAdminCommand(made.command, fakeOps(calls), io), 0);
+    assert.match(out.join(''), /^carol created: image debian, 256 MiB, 1 vCPU, 1024 MiB disk/);
+    const taken = parseAdminCommand(['create', 'alice']);
+    assert.ok(taken.ok);
+    assert.equal(await runAdminCommand(taken.command, fakeOps(calls), io), 1);
+    assert.match(errs.join('\n'), /create alice: VM alice already exists/);
   });
 });

@@ -75,6 +75,11 @@ describe('loadConfig', () => {
       maxUserSessions: 256,
       agentForwarding: 'on',
       remoteForwarding: 'on',
+      image: 'default',
+      userImages: [],
+      maxMemory: 4096,
+      maxCpus: 4,
+      maxDiskSize: 65536,
     });
     assert.ok(Object.isFrozen(c));
   });
@@ -197,7 +202,7 @@ describe('loadConfig', () => {
 
   test('config file errors', () => {
     const typo = configFile({ prot: 22 });
-    rejects(() => loadConfig({ flags: { config: typo }, env: {} }), `config file ${typo}: unknown key "prot" (known keys: listen, port, dataDir, memory, cpus, maxVms, accel, allowInternet, auth, keysDir, idleTimeout, snapshotRetention, diskSize, imageDir, bootTimeout, logLevel, consoleBuffer, consoleReplay, consoleLogSize, consoleTcp, consoleTcpPublic, http, httpPublic, kernel, initrd, append, consoleOnly, templates, adminKeys, hungTimeout, restart, restartMax, restartWindow, loginGraceTime, maxStartups, maxAuthTries, maxAuthFailures, authFailureWindow, maxSessions, maxChannels, maxUserSessions, agentForwarding, remoteForwarding)`);
+    rejects(() => loadConfig({ flags: { config: typo }, env: {} }), `config file ${typo}: unknown key "prot" (known keys: listen, port, dataDir, memory, cpus, maxVms, accel, allowInternet, auth, keysDir, idleTimeout, snapshotRetention, diskSize, imageDir, bootTimeout, logLevel, consoleBuffer, consoleReplay, consoleLogSize, consoleTcp, consoleTcpPublic, http, httpPublic, kernel, initrd, append, consoleOnly, templates, adminKeys, hungTimeout, restart, restartMax, restartWindow, loginGraceTime, maxStartups, maxAuthTries, maxAuthFailures, authFailureWindow, maxSessions, maxChannels, maxUserSessions, agentForwarding, remoteForwarding, image, userImages, rootfs, maxMemory, maxCpus, maxDiskSize)`);
     const bigPort = configFile({ port: 70000 });
     rejects(() => loadConfig({ flags: { config: bigPort }, env: {} }), `config file ${bigPort}: invalid "port" 70000: must be an integer from 1 to 65535`);
     const stringPort = configFile({ port: '22' });

@@ -1,3 +1,4 @@
+import { UserError } from '../../src/util/errors.js';
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { request } from 'node:http';
@@ -10,7 +11,7 @@ import { createLogger } from '../../src/util/log.js';
 import { FakeVm } from '../helpers/fake-vm.js';
 
 const report = (name: string, state: VmStatusReport['state'] = 'running'): VmStatusReport => ({
-  name, state, image: 'Linux test', vcpus: 1, memoryMiB: 256, pid: null, startedAt: null, uptimeSeconds: null, resumedThisRun: false,
+  name, state, image: 'default', kernel: 'Linux test', vcpus: 1, memoryMiB: 256, diskMiB: 1024, pid: null, startedAt: null, uptimeSeconds: null, resumedThisRun: false,
   cpuSeconds: null, sessions: 0, consoleViewers: 0, suspendedSince: null, owners: [], boots: 1, lastBootAt: null, suspends: 0,
   lastSuspendAt: null, resumes: 0, lastResumeAt: null, lastExit: null, console: [], hung: null, restart: null,
 });
@@ -58,6 +59,9 @@ describe('HTTP server with fakes', () => {
         stop: async (n) => (stops.push(n), { kind: 'not-running' }),
         suspend: async () => ({ kind: 'not-running' }),
         resume: async (n) => ({ already: true, report: report(n) }),
+        create: () => {
+          throw new UserError('no image "nope"; images: default');
+        },
       },
       history: (n, o) => hub.history(n, o),
       channel: (n) => hub.channel(n),

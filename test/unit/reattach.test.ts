@@ -1,3 +1,4 @@
+import { fixedImageSource } from '../../src/image/image.js';
 import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
@@ -139,7 +140,9 @@ describe('reattachAll', () => {
         // Running per the store, with no files: gone too.
         listVms: () => [{ name: 'ghost', lastBootAt: 10, lastResumeAt: null, lastExitAt: 5 }, { name: 'old', lastBootAt: 10, lastResumeAt: null, lastExitAt: 20 }],
         recordExit: (name: string, reason: string) => exits.push(`${name}:${reason}`),
+        getVm: () => undefined,
       },
+      images: fixedImageSource({ name: 'default', kernel: '/k', append: [], agent: true }),
     } as unknown as VmManagerOptions;
     const adopted: string[] = [];
     const markers: string[] = [];

@@ -58,7 +58,7 @@ describe('Store', () => {
     const db = new Database(join(dir, 'state.db'), { readonly: true });
     try {
       assert.equal(db.pragma('journal_mode', { simple: true }), 'wal');
-      assert.equal(db.prepare('SELECT version FROM schema_version').pluck().get(), 3);
+      assert.equal(db.prepare('SELECT version FROM schema_version').pluck().get(), 4);
       const tables = db.prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name").pluck().all();
       assert.deepEqual(tables, ['schema_version', 'vm_api_tokens', 'vm_grants', 'vm_owners', 'vms']);
     } finally {
@@ -83,7 +83,7 @@ describe('Store', () => {
     const db = new Database(join(dir, 'state.db'));
     db.prepare('UPDATE schema_version SET version = 99').run();
     db.close();
-    assert.throws(() => Store.open(dir), /schema version 99, newer than this sshvisor knows \(3\)/);
+    assert.throws(() => Store.open(dir), /schema version 99, newer than this sshvisor knows \(4\)/);
   });
 
   test('claim: first key owns the name, others are denied', () => {
@@ -184,6 +184,22 @@ describe('Store', () => {
     assert.throws(() => store.grant('alice', friend, 'admin' as 'watch'), /CHECK constraint failed/);
   });
 
+  test('a VM\'s image and shape are recorded once; which VMs use an image', () => {
+    const store = Store.open(freshDir());
+    after(() => store.close());
+    const shape = { image: 'debian', memoryMiB: 1024, cpus: 2, diskMiB: 4096 };
+    assert.equal(store.createVm('erin', shape), true);
+    assert.equal(store.createVm('erin', { ...shape, image: 'default' }), false);
+    assert.deepEqual(store.getVm('erin')?.shape, shape);
+    // A VM from before shapes were recorded counts as the default image's.
+    store.recordBoot('old');
+    assert.equal(store.getVm('old')?.shape, null);
+    assert.deepEqual(store.vmsUsingImage('debian'), ['erin']);
+    assert.deepEqual(store.vmsUsingImage('default'), ['old']);
+    store.forgetVm('erin');
+    assert.deepEqual(store.vmsUsingImage('debian'), []);
+  });
+
   test('boots and exits', () => {
     let t = 100;
     const store = Store.open(freshDir(), { now: () => t });
@@ -206,6 +222,7 @@ describe('Store', () => {
       lastResumeAt: null,
       suspends: 0,
       resumes: 0,
+      shape: null,
     });
     store.recordExit('dave', 'crashed', 'qemu killed by SIGKILL');
     assert.equal(store.getVm('dave')?.boots, 0);

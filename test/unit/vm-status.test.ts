@@ -35,6 +35,7 @@ const record = (name: string, fields: Partial<VmRecord> = {}): VmRecord => ({
   lastResumeAt: null,
   suspends: 0,
   resumes: 0,
+  shape: null,
   ...fields,
 });
 
@@ -44,9 +45,8 @@ function sources(opts: { runtime?: Record<string, VmRuntime>; records?: VmRecord
   const records = opts.records ?? [];
   return {
     dataDir,
-    image: 'Linux 6.1.0-test',
-    memoryMiB: 256,
-    cpus: 2,
+    kernel: 'Linux 6.1.0-test',
+    defaults: { image: 'default', memoryMiB: 256, cpus: 2, diskMiB: 1024 },
     manager: { inspect: (n) => runtime[n], names: () => Object.keys(runtime) },
     store: {
       getVm: (n) => records.find((r) => r.name === n),
@@ -189,8 +189,8 @@ describe('helpers', () => {
     const col = lines[0]!.indexOf('STATE');
     assert.equal(lines[1]!.indexOf('running'), col);
     assert.equal(lines[2]!.indexOf('crashed'), col);
-    assert.match(lines[1]!, /^alice +SHA256:abcdefgh \+1 +running +5s +256 MiB +1 +x{200}$/);
-    assert.match(lines[2]!, /crashed +- +- +0 +Kernel panic - not syncing$/);
+    assert.match(lines[1]!, /^alice +SHA256:abcdefgh \+1 +running +default +2cpu\/256M\/1024M +5s +1 +x{200}$/);
+    assert.match(lines[2]!, /crashed +default +2cpu\/256M\/1024M +- +0 +Kernel panic - not syncing$/);
     assert.ok(!plain.includes('\x1b'));
     const narrow = formatTable(reports, { columns: 100 });
     assert.ok(narrow.split('\n').every((l) => l.length <= 100), 'fits 100 columns');

@@ -12,6 +12,7 @@ export interface QemuRuntimePaths {
 export const AGENT_PORT_NAME = 'org.sshvisor.agent.0';
 
 const DISK_FDSET = 1;
+const BACKING_FDSET = 2;
 
 /** QEMU option values escape a comma by doubling it; a path may contain one. */
 const opt = (value: string): string => value.replace(/,/g, ',,');
@@ -30,6 +31,8 @@ export interface QemuArgsOptions {
    * its path: a chrooted, unprivileged QEMU could not reopen it by path.
    */
   diskFd?: number;
+  /** The inherited descriptor of spec.diskBacking, opened read-only. */
+  backingFd?: number;
 }
 
 /**
@@ -88,12 +91,25 @@ export function buildQemuArgs(spec: VmSpec, paths: QemuRuntimePaths, opts: QemuA
   if (spec.disk) {
     if (opts.diskFd !== undefined) args.push('-add-fd', `fd=${opts.diskFd},set=${DISK_FDSET}`);
     const file = opts.diskFd !== undefined ? `/dev/fdset/${DISK_FDSET}` : opt(spec.disk);
-    args.push(
-      // auto-read-only=off: -drive's default reopens the image read-only when a suspend deactivates it, and
-      // read-write again on resume; keeping the one read-write descriptor needs no path and keeps its locks.
-      '-drive', `id=disk0,file=${file},format=raw,if=none,discard=unmap,auto-read-only=off`,
-      '-device', 'virtio-blk-device,drive=disk0',
-    );
+    if (spec.diskBacking) {
+      if (opts.backingFd !== undefined) args.push('-add-fd', `fd=${opts.backingFd},set=${BACKING_FDSET}`);
+      const base = opts.backingFd !== undefined ? `/dev/fdset/${BACKING_FDSET}` : opt(spec.diskBacking);
+      // The image is named here, not by the overlay's header: a dropped QEMU opens no path, and no guest picks its backing file.
+      args.push(
+        '-blockdev', `driver=file,node-name=base-file,filename=${base},read-only=on`,
+        '-blockdev', 'driver=raw,node-name=base,file=base-file,read-only=on',
+        '-blockdev', `driver=file,node-name=disk-file,filename=${file},discard=unmap`,
+        '-blockdev', 'driver=qcow2,node-name=disk0,file=disk-file,backing=base,discard=unmap',
+        '-device', 'virtio-blk-device,drive=disk0',
+      );
+    } else {
+      args.push(
+        // auto-read-only=off: -drive's default reopens the image read-only when a suspend deactivates it, and
+        // read-write again on resume; keeping the one read-write descriptor needs no path and keeps its locks.
+        '-drive', `id=disk0,file=${file},format=raw,if=none,discard=unmap,auto-read-only=off`,
+        '-device', 'virtio-blk-device,drive=disk0',
+      );
+    }
   }
   if (spec.agent) {
     // The agent's channel: no network involved, a socket only root can open (the VM dir is 0700).

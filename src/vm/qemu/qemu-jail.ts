@@ -62,10 +62,10 @@ export function createPrivateFile(path: string): void {
   chmodSync(path, 0o600);
 }
 
-/** The disk, opened read-write for QEMU's fd set: a dropped QEMU cannot open it by path. */
-export function openDisk(path: string, vm: string): number {
+/** The disk (read-write) or its backing image (read-only), opened for QEMU's fd set: a dropped QEMU cannot open it by path. */
+export function openDisk(path: string, vm: string, flags: 'r+' | 'r' = 'r+'): number {
   try {
-    return openSync(path, 'r+');
+    return openSync(path, flags);
   } catch (err) {
     throw new UserError(`VM ${vm} failed to start: cannot open its disk: ${(err as Error).message}`);
   }

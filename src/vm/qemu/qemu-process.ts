@@ -64,12 +64,14 @@ export function launchQemu(spec: VmSpec, paths: QemuRuntimePaths, o: LaunchOptio
   const jail = prepareJail(spec.dir, o.user, spec.network.allowInternet);
   if (spec.memoryFile && !spec.memoryPrivate) createPrivateFile(spec.memoryFile);
   const drop = o.user && jail.chroot ? { uid: o.user.uid, gid: o.user.gid, chroot: jail.chroot } : undefined;
-  // Inherited descriptors: 3 a restore's incoming state (migration.ts INCOMING_FD), 4 the disk.
+  // Inherited descriptors: 3 a restore's incoming state (migration.ts INCOMING_FD), 4 the disk, 5 its backing image.
   const fds = [openSync(o.logFile, 'a', 0o600)];
   try {
     if (spec.disk) fds.push(openDisk(spec.disk, spec.name));
+    if (spec.disk && spec.diskBacking) fds.push(openDisk(spec.diskBacking, spec.name, 'r'));
     const diskFd = spec.disk ? 4 : undefined;
-    const args = buildQemuArgs(spec, paths, { tscKhz: o.tscKhz, drop, diskFd });
+    const backingFd = spec.disk && spec.diskBacking ? 5 : undefined;
+    const args = buildQemuArgs(spec, paths, { tscKhz: o.tscKhz, drop, diskFd, backingFd });
     const stdio: StdioOptions = ['ignore', 'ignore', fds[0]!, spec.restoreFrom ? 'pipe' : 'ignore', ...fds.slice(1)];
     return spawnQemu(o.qemuBinary, args, { stdio, survivesGateway: o.survivesGateway });
   } finally {
