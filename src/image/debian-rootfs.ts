@@ -35,6 +35,15 @@ export interface DebianBuildOptions {
   mirror?: string;
 }
 
+/**
+ * Run in the finished tree ($1) by mmdebstrap. It copies the build host's
+ * /etc/hostname and /etc/resolv.conf in (debootstrap's habit): neither may
+ * leak into an image (the guest's init binds its own resolv.conf over the
+ * empty file). And openssh-server's postinst made host keys, which every VM
+ * of the image would share: gone; `ssh-keygen -A` in a VM makes its own.
+ */
+const CUSTOMIZE_HOOK = 'echo localhost > "$1/etc/hostname" && : > "$1/etc/resolv.conf" && rm -f "$1"/etc/ssh/ssh_host_*_key "$1"/etc/ssh/ssh_host_*_key.pub';
+
 const SUITE_RE = /^[a-z][a-z0-9.-]{0,31}$/;
 /** Debian policy's package names, optionally pinned (`=VERSION`). */
 const PACKAGE_RE = /^[a-z0-9][a-z0-9+.-]+(=[A-Za-z0-9.+~:-]+)?$/;
@@ -68,7 +77,8 @@ export async function buildDebianImage(dataDir: string, opts: DebianBuildOptions
     const tree = join(work.dir, 'tree');
     progress(`mmdebstrap ${suite} from ${sources.mirror}: ${packages.length ? packages.join(' ') : 'the apt variant alone'}`);
     const started = Date.now();
-    const args = ['--mode=root', '--variant=apt', '--format=directory', ...(packages.length ? [`--include=${packages.join(',')}`] : []), suite, tree, ...sources.lines];
+    const include = packages.length ? [`--include=${packages.join(',')}`] : [];
+    const args = ['--mode=root', '--variant=apt', '--format=directory', ...include, `--customize-hook=${CUSTOMIZE_HOOK}`, suite, tree, ...sources.lines];
     const r = await runStatus(mmdebstrap, args);
     if (r.code !== 0) {
       // apt's first error says what went wrong ("Unable to locate package x"); mmdebstrap's last line only that apt failed.

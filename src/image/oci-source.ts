@@ -44,7 +44,8 @@ export async function inspectOciSource(path: string, label = path): Promise<OciS
   // Reading the whole listing is what finds a truncated archive: the end is missing.
   const list = await runStatus(tar, ['-tf', path]);
   if (list.code !== 0) {
-    const why = list.stderr.trim().split('\n').find((l) => l.trim()) ?? `tar exit ${list.code}`;
+    // tar names itself by the path it was run as: "/usr/bin/tar: ..." reads better as "tar: ...".
+    const why = (list.stderr.trim().split('\n').find((l) => l.trim()) ?? `tar exit ${list.code}`).replace(/^\S*\/tar: /, 'tar: ');
     if (/unexpected (EOF|end of file)/i.test(list.stderr)) throw new UserError(`${label} is a truncated tar archive (${why})`);
     throw new UserError(`${label} is not a readable tar archive (${why})`);
   }
