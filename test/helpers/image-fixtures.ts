@@ -50,6 +50,8 @@ export interface OciArchiveOptions {
   workingDir?: string;
   /** Extra files for the lower layer. */
   lowerFiles?: Record<string, string | Buffer>;
+  /** No /bin/sh in the image. */
+  noShell?: boolean;
 }
 
 /**
@@ -60,6 +62,7 @@ export interface OciArchiveOptions {
  * (umoci unpack keeps owners).
  */
 export function makeOciLayout(workDir: string, opts: OciArchiveOptions = {}): string {
+  mkdirSync(workDir, { recursive: true });
   const layout = join(workDir, 'layout');
   const image = `${layout}:v1`;
   sh('umoci', ['init', '--layout', layout]);
@@ -67,7 +70,7 @@ export function makeOciLayout(workDir: string, opts: OciArchiveOptions = {}): st
   // A repack diffs against the bundle's unpack: a second layer needs a second unpack.
   const lower = join(workDir, 'bundle-lower');
   sh('umoci', ['unpack', '--image', image, lower]);
-  makeBusyboxTree(join(lower, 'rootfs'), { files: { 'etc/doomed': 'doomed\n', ...opts.lowerFiles } });
+  makeBusyboxTree(join(lower, 'rootfs'), { noShell: opts.noShell, files: { 'etc/doomed': 'doomed\n', ...opts.lowerFiles } });
   sh('umoci', ['repack', '--image', image, lower]);
   const upper = join(workDir, 'bundle-upper');
   sh('umoci', ['unpack', '--image', image, upper]);
