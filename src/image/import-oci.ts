@@ -1,6 +1,9 @@
-import { mkdirSync, symlinkSync } from 'node:fs';
+import { closeSync, createReadStream, createWriteStream, mkdirSync, openSync, readSync, symlinkSync } from 'node:fs';
+import { pipeline } from 'node:stream/promises';
+import { createGunzip } from 'node:zlib';
 import { join, resolve } from 'node:path';
 import { UserError } from '../util/errors.js';
+import { isNoSpace } from '../util/atomic-write.js';
 import { run } from '../util/exec.js';
 import { requireTool } from '../util/tools.js';
 import { assertImageNameFree, imagesDir } from './catalogue.js';
@@ -44,7 +47,15 @@ export async function importOci(dataDir: string, path: string, name: string, opt
   return withImageWorkDir(imagesDir(dataDir), name, 'import', `import image ${name}`, async (work) => {
     // skopeo splits `transport:path:ref` at the first colon: give it a path with none.
     const input = join(work.dir, 'input');
-    symlinkSync(source, input);
+    if (found.format === 'docker-archive' && isGzip(source)) {
+      // skopeo reads `docker save | gzip` only decompressed (an OCI archive it decompresses itself).
+      progress(`decompressing ${path}`);
+      await pipeline(createReadStream(source), createGunzip(), createWriteStream(input)).catch((err: unknown) => {
+        throw isNoSpace(err) ? err : new UserError(`${path} is a corrupt gzip file (${(err as Error).message})`);
+      });
+    } else {
+      symlinkSync(source, input);
+    }
     const chosen = chooseImage(found, input, path, opts.ref);
     const layout = join(work.dir, 'layout');
     const tmp = join(work.dir, 'tmp');
@@ -53,11 +64,11 @@ export async function importOci(dataDir: string, path: string, name: string, opt
     // --insecure-policy: a local file has no signatures to check, and the host's
     // policy.json (made for registries) must not decide an import. --tmpdir keeps an
     // archive's extracted copy in the work dir, not /var/tmp.
-    await tool(`${path} is not a readable image`, skopeo, ['--insecure-policy', '--tmpdir', tmp, 'copy', '--quiet', chosen.skopeoRef, `oci:${layout}:${WORK_TAG}`]);
+    await tool(`${path} is not a readable image`, [input, path], skopeo, ['--insecure-policy', '--tmpdir', tmp, 'copy', '--quiet', chosen.skopeoRef, `oci:${layout}:${WORK_TAG}`]);
     const session = readOciConfig(layout);
     progress('unpacking the layers with umoci');
     const bundle = join(work.dir, 'bundle');
-    await tool(`the layers of ${path} could not be unpacked`, umoci, ['unpack', '--image', `${layout}:${WORK_TAG}`, bundle]);
+    await tool(`the layers of ${path} could not be unpacked`, [work.dir, '…'], umoci, ['unpack', '--image', `${layout}:${WORK_TAG}`, bundle]);
     removeWorkDir(layout);
     progress('making the ext4 file system (mkfs.ext4 -d)');
     await mkfsFromDir(join(bundle, 'rootfs'), work.rootfs, name);
@@ -68,14 +79,25 @@ export async function importOci(dataDir: string, path: string, name: string, opt
 
 /**
  * Run skopeo or umoci; a failure becomes `what`, then the tool's own message
- * (the `msg="…"` of its fatal log line when it has one).
+ * (the `msg="…"` of its fatal log line when it has one), with our temporary
+ * path `rename[0]` written as `rename[1]`.
  */
-async function tool(what: string, file: string, args: string[]): Promise<void> {
+async function tool(what: string, rename: [string, string], file: string, args: string[]): Promise<void> {
   try {
     await run(file, args);
   } catch (err) {
     const text = (err as Error).message;
     const msg = /msg="((?:[^"\\]|\\.)*)"/.exec(text)?.[1]?.replace(/\\"/g, '"') ?? text.replace(/^.*?failed \([^)]*\): /, '');
-    throw new UserError(`${what}: ${msg}`, { cause: err });
+    throw new UserError(`${what}: ${msg.split(rename[0]).join(rename[1])}`, { cause: err });
+  }
+}
+
+function isGzip(file: string): boolean {
+  const fd = openSync(file, 'r');
+  try {
+    const magic = Buffer.alloc(2);
+    return readSync(fd, magic, 0, 2, 0) === 2 && magic[0] === 0x1f && magic[1] === 0x8b;
+  } finally {
+    closeSync(fd);
   }
 }

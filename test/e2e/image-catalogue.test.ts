@@ -5,6 +5,7 @@ import { spawnSync } from 'node:child_process';
 import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, truncateSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
+import { gzipSync } from 'node:zlib';
 import { Store } from '../../src/store/store.js';
 import { runProgram, type RunResult } from '../helpers/sshvisor-server.js';
 import { debugfsCat, debugfsStat, dockerArchive, makeBusyboxExt4, makeOciLayout, ociArchive } from '../helpers/image-fixtures.js';
@@ -143,13 +144,18 @@ describe('image catalogue', () => {
       assert.ok(info.sizeBytes < 32 * MiB, `${info.sizeBytes} bytes on disk`);
     });
 
-    it('a docker save archive and a layout directory', async () => {
+    it('a docker save archive (also gzipped) and a layout directory', async () => {
       const docker = dockerArchive(layout, join(work, 'docker.tar'), 'foo/bar:v1');
       assert.equal((await image(dataDir, 'import', '--oci', docker, '--name', 'dock', '--ref', 'foo/bar:v1')).code, 0);
       const d = await manifestOf(dataDir, 'dock');
       assert.deepEqual([d.manifest.source.format, d.manifest.source.ref], ['docker-archive', 'foo/bar:v1']);
       assert.deepEqual(d.manifest.session, { env: ['FOO=bar', 'SPACED=a b'], workingDir: '/srv' });
       assert.equal(debugfsStat(join(dataDir, 'images', 'dock', 'rootfs.ext4'), '/etc/doomed'), '');
+      // `docker save | gzip`, as people keep them.
+      writeFileSync(`${docker}.gz`, gzipSync(readFileSync(docker)));
+      const gz = await image(dataDir, 'import', '--oci', `${docker}.gz`, '--name', 'dockgz');
+      assert.equal(gz.code, 0, gz.stderr);
+      assert.equal(debugfsCat(join(dataDir, 'images', 'dockgz', 'rootfs.ext4'), '/etc/upper'), 'upper\n');
       const r = await image(dataDir, 'import', '--oci', layout, '--name', 'lay');
       assert.equal(r.code, 0, r.stderr);
       const l = await manifestOf(dataDir, 'lay');
