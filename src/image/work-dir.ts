@@ -1,5 +1,5 @@
 import { spawnSync } from 'node:child_process';
-import { closeSync, existsSync, fsyncSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, renameSync, rmSync } from 'node:fs';
+import { closeSync, existsSync, fsyncSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, readlinkSync, renameSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { UserError } from '../util/errors.js';
 import { freeBytes, fsyncDir, isNoSpace, writeFileAtomic } from '../util/atomic-write.js';
@@ -100,18 +100,39 @@ function fsyncFile(path: string): void {
   }
 }
 
-/** Remove work dirs whose process is gone. */
+/**
+ * Remove work dirs whose process is gone, unless another process still works
+ * in one: the mmdebstrap a killed sshvisor started outlives it (until it
+ * writes to the dead parent's pipe and dies of SIGPIPE, its /proc, /sys and
+ * /dev/pts still mounted in the tree, which removeWorkDir then unmounts).
+ */
 export function sweepStaleWorkDirs(imagesDir: string): void {
   if (!existsSync(imagesDir)) return;
   for (const entry of readdirSync(imagesDir)) {
     const pid = STALE_RE.exec(entry)?.[1];
     if (pid === undefined || processAlive(Number(pid))) continue;
+    const dir = join(imagesDir, entry);
+    if (processUsing(dir)) continue;
     try {
-      removeWorkDir(join(imagesDir, entry));
+      removeWorkDir(dir);
     } catch {
-      // Still mounted, say: left for the operator; it is never taken for an image.
+      // A mount that would not go: left for the operator; never taken for an image.
     }
   }
+}
+
+/** Whether any process has its cwd or root in `dir`, or names it in its command line (mmdebstrap, a chrooted apt). */
+function processUsing(dir: string): boolean {
+  const inside = (p: string): boolean => p === dir || p.startsWith(`${dir}/`);
+  for (const pid of readdirSync('/proc').filter((e) => /^\d+$/.test(e))) {
+    try {
+      if (inside(readlinkSync(`/proc/${pid}/cwd`)) || inside(readlinkSync(`/proc/${pid}/root`))) return true;
+      if (readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').some((arg) => arg.includes(dir))) return true;
+    } catch {
+      // gone meanwhile, or not ours to look at
+    }
+  }
+  return false;
 }
 
 function processAlive(pid: number): boolean {
