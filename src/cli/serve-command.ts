@@ -1,7 +1,9 @@
 import type { Command } from 'commander';
 import { loadConfig } from '../config/load-config.js';
 import { createLogger } from '../util/log.js';
-import { existsSync } from 'node:fs';
+import { existsSync, statSync } from 'node:fs';
+import { imagePath, readImage } from '../image/catalogue.js';
+import { importExt4 } from '../image/import-ext4.js';
 import { join } from 'node:path';
 import { catalogueImageSource, fixedImageSource, type GuestImage } from '../image/image.js';
 import { ConsoleHub } from '../console/console-hub.js';
@@ -46,6 +48,32 @@ function customImage(config: ServeConfig): GuestImage {
   };
 }
 
+/** The image `serve --rootfs FILE` makes of FILE (the ssh-hypervisor seed's `-rootfs`). */
+const ROOTFS_IMAGE = 'rootfs';
+
+/**
+ * `--rootfs FILE`: import FILE as image `rootfs` the first time, and serve
+ * it as the default image. A later start with the same file (same path and
+ * size, not modified since the import) reuses the import; another file while
+ * `rootfs` exists is refused, since VMs may be built on the old one.
+ */
+async function importRootfsOnce(dataDir: string, file: string, logger: ReturnType<typeof createLogger>): Promise<string> {
+  const path = imagePath(dataDir, ROOTFS_IMAGE);
+  if (existsSync(path)) {
+    const info = readImage(dataDir, ROOTFS_IMAGE);
+    const source = info.kind === 'ext4' && info.manifest.kind === 'rootfs' && info.manifest.source.type === 'ext4' ? info.manifest.source.file : undefined;
+    const st = existsSync(file) ? statSync(file) : undefined;
+    if (source !== file || !st || st.size !== info.manifest.files['rootfs.ext4']?.size || st.mtimeMs > Date.parse(info.createdAt)) {
+      throw new UserError(`image ${ROOTFS_IMAGE} already exists (from ${source ?? info.kind}) and --rootfs ${file} differs from it; remove it with \`sshvisor image rm ${ROOTFS_IMAGE}\` or name it with --image`);
+    }
+    return ROOTFS_IMAGE;
+  }
+  const started = Date.now();
+  await importExt4(dataDir, file, ROOTFS_IMAGE);
+  logger.info({ event: 'rootfs-imported', file, image: ROOTFS_IMAGE, ms: Date.now() - started }, 'imported --rootfs as image rootfs');
+  return ROOTFS_IMAGE;
+}
+
 /** Refuse, before any VM boots, an image whose agent speaks no protocol version this gateway does (docs/guest-protocol.md). */
 function checkAgentProtocol(image: GuestImage): void {
   const agent = image.manifest?.guest.agent;
@@ -67,9 +95,10 @@ export function registerServeCommand(program: Command): void {
     const logger = createLogger(config.logLevel);
     // Everything that can fail on bad setup fails here, before the port opens.
     if (config.http) checkHttpAddress(config.http, config.httpPublic);
+    const defaultImage = config.rootfs ? await importRootfsOnce(config.dataDir, config.rootfs, logger) : config.image;
     const images = config.kernel
       ? fixedImageSource(customImage(config))
-      : catalogueImageSource(join(config.dataDir, 'images'), config.image, { defaultDir: config.imageDir, consoleOnly: config.consoleOnly });
+      : catalogueImageSource(join(config.dataDir, 'images'), defaultImage, { defaultDir: config.imageDir, consoleOnly: config.consoleOnly });
     const image = images.load(images.defaultName);
     checkAgentProtocol(image);
     for (const name of config.userImages) images.load(name);

@@ -66,13 +66,15 @@ export function fixedImageSource(image: GuestImage): ImageSource {
  */
 export function catalogueImageSource(imagesDir: string, defaultName: string, options: { defaultDir?: string; consoleOnly?: boolean } = {}): ImageSource {
   const kernelDir = options.defaultDir ?? join(imagesDir, 'default');
-  const names = (): string[] =>
-    existsSync(imagesDir)
+  // `default` is always there (it may live outside imagesDir: --image-dir); it boots every other image.
+  const names = (): string[] => {
+    const found = existsSync(imagesDir)
       ? readdirSync(imagesDir, { withFileTypes: true })
           .filter((e) => e.isDirectory() && /^[a-z0-9][a-z0-9._-]{0,31}$/.test(e.name) && existsSync(join(imagesDir, e.name, MANIFEST_FILE)))
           .map((e) => e.name)
-          .sort()
       : [];
+    return [...new Set(['default', ...found])].sort();
+  };
   const load = (name: string): GuestImage => {
     const base = { ...loadImage(kernelDir), ...(options.consoleOnly ? { agent: false } : {}) };
     if (name === 'default') return base;

@@ -131,7 +131,8 @@ export function collectStatus(src: StatusSources, name: string, opts: { consoleL
   const lines = opts.consoleLines ?? 10;
   const restart = src.manager.restartInfo?.(name);
   const history = lines > 0 ? src.console.history(name, { lines, maxBytes: 64 * 1024 }) : Buffer.alloc(0);
-  const shape = record?.shape ?? { ...src.defaults, image: 'default' };
+  // No recorded shape: a VM from before shapes were recorded (the default image's), or a name only claimed, with no VM yet.
+  const shape = record?.shape ?? { ...src.defaults, image: existsSync(vmDir(src.dataDir, name)) || live ? 'default' : '-' };
   return {
     name,
     state,
