@@ -72,6 +72,9 @@ describe('web console in a browser', () => {
     const row = page.locator('#vm-rows tr[data-vm="alice"]');
     await row.waitFor({ timeout: 30_000 });
     assert.equal(await row.locator('.state').innerText(), 'running');
+    // Each VM's image and shape (issue 12).
+    assert.equal(await row.locator('.image').innerText(), 'default');
+    assert.match(await row.locator('.shape').innerText(), /^1 vCPU, \d+ MiB, \d+ MiB disk$/);
     await row.getByRole('button', { name: 'console' }).click();
     await page.locator('#console-mode', { hasText: 'interactive' }).waitFor({ timeout: 30_000 });
     // The replayed history is there (the viewport shows its last rows).

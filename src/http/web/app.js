@@ -90,7 +90,7 @@ async function refresh() {
       open.textContent = 'console';
       open.addEventListener('click', () => openConsole(vm.name));
       const last = vm.console[vm.console.length - 1] || '';
-      tr.append(cell(vm.name, 'name'), cell(vm.state, `state state-${vm.state}`), cell(formatUptime(vm.uptimeSeconds)), cell(String(vm.sessions)), cell(last, 'line'));
+      tr.append(cell(vm.name, 'name'), cell(vm.state, `state state-${vm.state}`), cell(vm.image, 'image'), cell(`${vm.vcpus} vCPU, ${vm.memoryMiB} MiB, ${vm.diskMiB} MiB disk`, 'shape'), cell(formatUptime(vm.uptimeSeconds)), cell(String(vm.sessions)), cell(last, 'line'));
       const td = document.createElement('td');
       td.append(open);
       tr.append(td);
