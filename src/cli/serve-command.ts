@@ -98,7 +98,7 @@ export function registerServeCommand(program: Command): void {
     const defaultImage = config.rootfs ? await importRootfsOnce(config.dataDir, config.rootfs, logger) : config.image;
     const images = config.kernel
       ? fixedImageSource(customImage(config))
-      : catalogueImageSource(join(config.dataDir, 'images'), defaultImage, { defaultDir: config.imageDir, consoleOnly: config.consoleOnly });
+      : catalogueImageSource(config.dataDir, defaultImage, { defaultDir: config.imageDir, consoleOnly: config.consoleOnly });
     const image = images.load(images.defaultName);
     checkAgentProtocol(image);
     for (const name of config.userImages) images.load(name);

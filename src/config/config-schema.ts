@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { parseMaxStartups } from '../ssh/connection-limits.js';
+import { IMAGE_NAME_PATTERN } from '../image/image-name.js';
 
 /**
  * The `sshvisor serve` configuration: one zod schema, plus the little table
@@ -122,9 +123,9 @@ export const serveConfigSchema = z.strictObject({
   /** ssh -R: listeners inside the guest (sshd's AllowTcpForwarding remote). */
   remoteForwarding: oneOf(ON_OFF),
   /** The catalogue image (DATA_DIR/images/NAME) new VMs get. */
-  image: z.string().regex(/^[a-z0-9][a-z0-9._-]{0,31}$/, { error: 'must be an image name (lower-case letters, digits, . _ -)' }),
+  image: z.string().regex(IMAGE_NAME_PATTERN, { error: 'must be an image name (lower-case letters, digits, . _ -)' }),
   /** Images a user may pick at first login with SetEnv SSHVISOR_IMAGE=NAME (besides the default image). */
-  userImages: z.array(z.string().regex(/^[a-z0-9][a-z0-9._-]{0,31}$/, { error: 'must be image names separated by commas' })),
+  userImages: z.array(z.string().regex(IMAGE_NAME_PATTERN, { error: 'must be image names separated by commas' })),
   /** An ext4 root filesystem to import as image `rootfs` and make the default (the ssh-hypervisor seed's -rootfs). */
   rootfs: path.optional(),
   /** The most memory (MiB), vCPUs and disk (MiB) a VM created with its own shape may have. */

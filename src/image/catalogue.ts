@@ -5,6 +5,7 @@ import { fsyncDir } from '../util/atomic-write.js';
 import { MANIFEST_FILE, manifestSchema, type ImageManifest } from './manifest.js';
 import { ROOTFS_FILE, rootfsManifestSchema, type RootfsManifest } from './rootfs-manifest.js';
 import { removeWorkDir, WORK_DIR_PREFIX } from './work-dir.js';
+import { isImageNameForm } from './image-name.js';
 
 /**
  * The image catalogue: every image is a directory DATA_DIR/images/NAME with
@@ -40,13 +41,12 @@ export type ImageInfo =
 /** The image every other one takes its kernel and initramfs from. */
 export const DEFAULT_IMAGE = 'default';
 
-const NAME_RE = /^[a-z0-9][a-z0-9._-]{0,31}$/;
 /** build.ts writes `default.building` and keeps `default.old` beside the image for a moment: never names. */
 const RESERVED_SUFFIXES = ['.building', '.old', '.partial'];
 
 /** Throws a UserError unless `name` is an image name: `[a-z0-9][a-z0-9._-]{0,31}`, not ending in a reserved suffix. */
 export function assertImageName(name: string): void {
-  if (!NAME_RE.test(name)) {
+  if (!isImageNameForm(name)) {
     throw new UserError(`bad image name ${JSON.stringify(name)}: use 1-32 of a-z 0-9 . _ - starting with a letter or digit`);
   }
   const suffix = RESERVED_SUFFIXES.find((s) => name.endsWith(s));
@@ -65,7 +65,7 @@ export function imagePath(dataDir: string, name: string): string {
 }
 
 /** Names of the directories in the catalogue that could be images (temporary ones left out), sorted. */
-function imageNames(dataDir: string): string[] {
+export function imageNames(dataDir: string): string[] {
   const dir = imagesDir(dataDir);
   if (!existsSync(dir)) return [];
   return readdirSync(dir, { withFileTypes: true })

@@ -1,9 +1,11 @@
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { UserError } from '../util/errors.js';
 import { MANIFEST_FILE, manifestSchema, type ImageManifest } from './manifest.js';
 import { GUEST_CONTRACT_VERSION, ROOTFS_KERNEL_ARG } from './guest-contract.js';
-import { ROOTFS_FILE, rootfsManifestSchema, type RootfsManifest } from './rootfs-manifest.js';
+import { ROOTFS_FILE } from './rootfs-manifest.js';
+import { imageNames, readImage } from './catalogue.js';
+import { isImageNameForm } from './image-name.js';
 
 /** What a VM boots: a kernel, an optional initramfs, and what the guest offers. */
 export interface GuestImage {
@@ -59,43 +61,29 @@ export function fixedImageSource(image: GuestImage): ImageSource {
 }
 
 /**
- * The catalogue in `imagesDir` (DATA_DIR/images): `default` is the image
- * `sshvisor image build` makes; any other name with a rootfs manifest boots
- * with default's kernel and initramfs. `consoleOnly` serves every image
- * without its agent.
+ * The catalogue under DATA_DIR/images (catalogue.ts): `default` is the image
+ * `sshvisor image build` makes (at `defaultDir`, --image-dir, when given);
+ * any other name is a root filesystem image booted with default's kernel
+ * and initramfs. `consoleOnly` serves every image without its agent.
+ * Throws a UserError at once when `defaultName` cannot be loaded.
  */
-export function catalogueImageSource(imagesDir: string, defaultName: string, options: { defaultDir?: string; consoleOnly?: boolean } = {}): ImageSource {
-  const kernelDir = options.defaultDir ?? join(imagesDir, 'default');
-  // `default` is always there (it may live outside imagesDir: --image-dir); it boots every other image.
-  const names = (): string[] => {
-    const found = existsSync(imagesDir)
-      ? readdirSync(imagesDir, { withFileTypes: true })
-          .filter((e) => e.isDirectory() && /^[a-z0-9][a-z0-9._-]{0,31}$/.test(e.name) && existsSync(join(imagesDir, e.name, MANIFEST_FILE)))
-          .map((e) => e.name)
-      : [];
-    return [...new Set(['default', ...found])].sort();
-  };
+export function catalogueImageSource(dataDir: string, defaultName: string, options: { defaultDir?: string; consoleOnly?: boolean } = {}): ImageSource {
+  const kernelDir = options.defaultDir ?? join(dataDir, 'images', 'default');
+  // `default` is always there (it may live outside the catalogue: --image-dir); it boots every other image.
+  const names = (): string[] => [...new Set(['default', ...imageNames(dataDir)])].sort();
   const load = (name: string): GuestImage => {
     const base = { ...loadImage(kernelDir), ...(options.consoleOnly ? { agent: false } : {}) };
     if (name === 'default') return base;
-    const dir = join(imagesDir, name);
-    const manifestPath = join(dir, MANIFEST_FILE);
-    if (!/^[a-z0-9][a-z0-9._-]{0,31}$/.test(name) || !existsSync(manifestPath)) {
-      throw new UserError(`no image ${JSON.stringify(name)}; images: ${names().join(', ') || 'none'}`);
-    }
-    let m: RootfsManifest;
-    try {
-      m = rootfsManifestSchema.parse(JSON.parse(readFileSync(manifestPath, 'utf8')));
-    } catch (err) {
-      throw new UserError(`image ${name}: manifest ${manifestPath} is unreadable (${(err as Error).message.split('\n')[0]})`);
-    }
-    const path = join(dir, ROOTFS_FILE);
-    if (!existsSync(path)) throw new UserError(`image ${name}: ${path} is missing`);
+    if (!isImageNameForm(name)) throw new UserError(`no image ${JSON.stringify(name)}; images: ${names().join(', ')}`);
+    if (!existsSync(join(dataDir, 'images', name))) throw new UserError(`no image ${name}; images: ${names().join(', ')}`);
+    const info = readImage(dataDir, name);
+    if (info.kind === 'sshvisor') throw new UserError(`image ${name} is a kernel and initramfs, not a root filesystem; only default may be one`);
+    const m = info.manifest;
     return {
       ...base,
       name,
       append: [...base.append, ROOTFS_KERNEL_ARG],
-      rootfs: { path, fsBytes: m.fsBytes, sha256: m.files[ROOTFS_FILE].sha256, env: m.session.env, workingDir: m.session.workingDir },
+      rootfs: { path: join(info.dir, ROOTFS_FILE), fsBytes: m.fsBytes, sha256: m.files[ROOTFS_FILE].sha256, env: m.session.env, workingDir: m.session.workingDir },
     };
   };
   // Fail at start, not at the first login, when the default image is missing.

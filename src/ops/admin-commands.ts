@@ -3,6 +3,7 @@ import { parseUsername, quoteForDisplay } from '../ssh/routing.js';
 import { isValidVmName } from '../vm/vm-name.js';
 import type { StopResult, SuspendResult } from '../manager/vm-manager.js';
 import type { ShapeRequest } from '../manager/vm-shape.js';
+import { isImageNameForm } from '../image/image-name.js';
 import type { VmShape } from '../store/store.js';
 import { formatStatus, formatTable, statusJson, type VmStatusReport } from './vm-status.js';
 
@@ -119,7 +120,7 @@ function parseCreate(rest: readonly string[]): ParseResult {
     const value = eq > 0 ? arg.slice(eq + 1) : rest[++i];
     if (value === undefined || value === '') return { ok: false, error: `create: ${flag} needs a value` };
     if (key === 'image') {
-      if (!/^[a-z0-9][a-z0-9._-]{0,31}$/.test(value)) return { ok: false, error: `create: invalid image name ${quoteForDisplay(value)}` };
+      if (!isImageNameForm(value)) return { ok: false, error: `create: invalid image name ${quoteForDisplay(value)}` };
       request.image = value;
     } else {
       if (!/^\d{1,9}$/.test(value)) return { ok: false, error: `create: ${flag} must be a whole number, not ${quoteForDisplay(value)}` };

@@ -190,7 +190,7 @@ describe('helpers', () => {
     assert.equal(lines[1]!.indexOf('running'), col);
     assert.equal(lines[2]!.indexOf('crashed'), col);
     assert.match(lines[1]!, /^alice +SHA256:abcdefgh \+1 +running +default +2cpu\/256M\/1024M +5s +1 +x{200}$/);
-    assert.match(lines[2]!, /crashed +default +2cpu\/256M\/1024M +- +0 +Kernel panic - not syncing$/);
+    assert.match(lines[2]!, /crashed +- +2cpu\/256M\/1024M +- +0 +Kernel panic - not syncing$/);
     assert.ok(!plain.includes('\x1b'));
     const narrow = formatTable(reports, { columns: 100 });
     assert.ok(narrow.split('\n').every((l) => l.length <= 100), 'fits 100 columns');
