@@ -1,8 +1,8 @@
 import { spawnSync } from 'node:child_process';
-import { closeSync, existsSync, fsyncSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, readlinkSync, renameSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, renameSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { UserError } from '../util/errors.js';
-import { freeBytes, fsyncDir, isNoSpace, writeFileAtomic } from '../util/atomic-write.js';
+import { freeBytes, fsyncDir, fsyncFile, isNoSpace, writeFileAtomic } from '../util/atomic-write.js';
 import { MANIFEST_FILE } from './manifest.js';
 import { ROOTFS_FILE } from './rootfs-manifest.js';
 
@@ -91,14 +91,6 @@ export async function withImageWorkDir<T>(imagesDir: string, name: string, purpo
   }
 }
 
-function fsyncFile(path: string): void {
-  const fd = openSync(path, 'r+');
-  try {
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
-}
 
 /**
  * Remove work dirs whose process is gone, unless another process still works

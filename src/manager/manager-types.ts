@@ -6,8 +6,10 @@ import type { AgentConnection } from '../guest/agent-connection.js';
 import type { Template, TemplateStore } from './template.js';
 import type { SnapshotMeta } from './snapshot-files.js';
 import type { RestartPolicyOptions } from './restart-policy.js';
+import type { ShapeLimits } from './vm-shape.js';
 
-export interface VmManagerOptions {
+/** ShapeLimits: defaults for a new VM and the most one may have; each VM keeps the shape it was created with (vm-shape.ts). */
+export interface VmManagerOptions extends ShapeLimits {
   driver: VmDriver;
   /** Where each VM's image comes from (its recorded image, or the default for a new VM). */
   images: ImageSource;
@@ -15,14 +17,6 @@ export interface VmManagerOptions {
   logger: Logger;
   dataDir: string;
   accel: Accel;
-  /** Defaults for a new VM (MiB, vCPUs, MiB); each VM keeps the shape it was created with (vm-shape.ts). */
-  memoryMiB: number;
-  cpus: number;
-  diskSizeMiB: number;
-  /** The most a VM created with its own shape may have. */
-  maxMemoryMiB: number;
-  maxCpus: number;
-  maxDiskSizeMiB: number;
   maxVms: number;
   allowInternet: boolean;
   /** Seconds a VM stays up after its last session ends before it is suspended to disk; 0 keeps it up. */

@@ -29,6 +29,16 @@ export function writeFileAtomic(path: string, content: string | Buffer, mode = 0
   fsyncDir(dirname(path));
 }
 
+/** fsync a file's data and metadata (it must exist and be writable). */
+export function fsyncFile(path: string): void {
+  const fd = openSync(path, 'r+');
+  try {
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+}
+
 /** Make a rename in `dir` durable (the directory entry, not just the file's bytes). */
 export function fsyncDir(dir: string): void {
   try {
