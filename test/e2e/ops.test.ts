@@ -70,7 +70,7 @@ describe('status and operator commands', () => {
     const report = await status();
     assert.match(report, /^alice\n/);
     assert.equal(field(report, 'state'), 'running');
-    assert.equal(field(report, 'image'), `Linux ${release}`);
+    assert.equal(field(report, 'image'), `default (Linux ${release})`);
     assert.match(field(report, 'uptime'), /^\d+s \(started \d{4}-\d\d-\d\dT[\d:]+Z\)$/);
     assert.equal(field(report, 'vCPUs'), '1');
     assert.equal(field(report, 'memory'), '256 MiB');
@@ -87,7 +87,9 @@ describe('status and operator commands', () => {
 
     const json = await statusJson();
     assert.equal(json.state, 'running');
-    assert.equal(json.image, `Linux ${release}`);
+    assert.equal(json.image, 'default');
+    assert.equal(json.kernel, `Linux ${release}`);
+    assert.deepEqual([json.memoryMiB, json.vcpus, json.diskMiB], [256, 1, 1024]);
     assert.equal(json.vcpus, 1);
     assert.equal(json.memoryMiB, 256);
     assert.equal(json.sessions, 1);
@@ -112,8 +114,8 @@ describe('status and operator commands', () => {
     const ls = await asAdmin(['ls']);
     assert.equal(ls.code, 0, ls.stderr);
     const [header, row, ...rest] = ls.stdout.trimEnd().split('\n');
-    assert.match(header!, /^NAME +OWNER +STATE +UPTIME +MEMORY +SESSIONS +LAST CONSOLE LINE$/);
-    assert.match(row!, /^alice +SHA256:\S{8} +running +\d+s +256 MiB +1 +/);
+    assert.match(header!, /^NAME +OWNER +STATE +IMAGE +SHAPE +UPTIME +SESSIONS +LAST CONSOLE LINE$/);
+    assert.match(row!, /^alice +SHA256:\S{8} +running +default +1cpu\/256M\/1024M +\d+s +1 +/);
     assert.equal(row!.indexOf('running'), header!.indexOf('STATE'), 'aligned');
     assert.deepEqual(rest, []);
     assert.ok(!ls.stdout.includes(ESC));
@@ -188,12 +190,12 @@ describe('status and operator commands', () => {
       assert.ok(!r.stdout.includes(ESC), 'plain when piped');
       return r.stdout.split('\n').find((l) => l.startsWith('alice ')) ?? r.stdout;
     };
-    assert.match(await row(), /^alice +SHA256:\S{8} +suspended +- +- +0 +\[sshvisor [^\]]+\] VM exited: suspended to disk$/);
+    assert.match(await row(), /^alice +SHA256:\S{8} +suspended +default +1cpu\/256M\/1024M +- +0 +\[sshvisor [^\]]+\] VM exited: suspended to disk$/);
 
     const resumed = await cli('resume', 'alice');
     assert.deepEqual([resumed.code, resumed.stdout, resumed.stderr], [0, 'alice is running (resumed from its snapshot)\n', '']);
     assert.equal(server.events('vm-resume').length, 1);
-    assert.match(await row(), /^alice +\S+ +running +\d+s +256 MiB +0 /);
+    assert.match(await row(), /^alice +\S+ +running +default +\S+ +\d+s +0 /);
     assert.match(field(await status(), 'resumed'), /; 1 time\)$/);
 
     const suspended = await cli('suspend', 'alice');
