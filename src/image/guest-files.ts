@@ -23,8 +23,11 @@ export interface GuestFile {
 const mountRootfs = `mount_rootfs() {
   r=${SESSION_ROOT}
   mkdir -p $r
+  mkdir -p /run/sshvisor
   if ! mount -t ext4 -o noatime /dev/vda $r; then
     echo "sshvisor-guest: could not mount the root filesystem image"
+    # The agent then refuses sessions with a reason, rather than run them in the initramfs.
+    echo unmounted > ${SESSION_ROOT_FILE}
     return
   fi
   # A VM's disk may be larger than its image's filesystem: grow it to the disk (online; a no-op when equal).
@@ -40,7 +43,6 @@ const mountRootfs = `mount_rootfs() {
     [ -f $r/etc/resolv.conf ] && [ ! -L $r/etc/resolv.conf ] || { rm -f $r/etc/resolv.conf; : > $r/etc/resolv.conf; }
     mount --bind /etc/resolv.conf $r/etc/resolv.conf
   fi
-  mkdir -p /run/sshvisor
   echo $r > ${SESSION_ROOT_FILE}
 }
 `;

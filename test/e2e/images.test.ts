@@ -2,7 +2,7 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, statSync, writeFileSync, writeSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { SshvisorServer, runProgram, type RunResult } from '../helpers/sshvisor-server.js';
 import { makeBusyboxExt4, makeOciLayout, ociArchive } from '../helpers/image-fixtures.js';
@@ -422,6 +422,26 @@ describe('several images and shapes on one server', () => {
 
     assert.equal(existsSync(join(server.dataDir, 'vms', 'big')), false);
     assert.match((await cli(server.dataDir, ['status', 'big'])).stderr, /no VM named/);
+  });
+
+  it('an image whose file system the guest cannot mount: sessions are refused with the reason, never run in the initramfs', async () => {
+    // An image damaged after its import (its checks passed then): the ext4 superblock zeroed in place.
+    const from = join(server.dataDir, 'images', 'hidden');
+    const to = join(server.dataDir, 'images', 'damaged');
+    mkdirSync(to);
+    writeFileSync(join(to, 'manifest.json'), readFileSync(join(from, 'manifest.json')));
+    spawnSync('cp', ['--sparse=always', join(from, 'rootfs.ext4'), join(to, 'rootfs.ext4')]);
+    const fd = openSync(join(to, 'rootfs.ext4'), 'r+');
+    writeSync(fd, Buffer.alloc(1024), 0, 1024, 1024);
+    closeSync(fd);
+    await ok(cli(server.dataDir, ['create', 'zed', '--image', 'damaged']), 'create zed');
+    const r = await server.ssh('zed', key('zed'), ['echo should-not-run']);
+    assert.notEqual(r.code, 0);
+    assert.equal(r.stdout, '');
+    assert.match(r.stderr, /root filesystem image is not mounted/, r.stderr);
+    const log = await ok(cli(server.dataDir, ['logs', 'zed']), 'logs zed');
+    assert.match(log, /could not mount the root filesystem image/);
+    await ok(cli(server.dataDir, ['rm', 'zed', '--yes']), 'rm zed');
   });
 
   it('image rm of an image VMs use is refused, naming them', async () => {

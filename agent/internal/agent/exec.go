@@ -110,7 +110,10 @@ func (e *execStream) start(o *protocol.Open) error {
 			}
 		}
 	}
-	root := sessionRoot()
+	root, err := sessionRoot()
+	if err != nil {
+		return err
+	}
 	if o.AgentForward {
 		a, err := newAuthSocket(e.s, root)
 		if err != nil {

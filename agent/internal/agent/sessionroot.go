@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -19,20 +20,23 @@ const guestToolsDir = "/run/sshvisor/guest/usr/lib/sshvisor/bin"
 
 // sessionRoot is the directory sessions are chrooted into, or "" for none.
 // Read at every session start: init writes it once the disk is mounted, and
-// a session never starts before the guest said it is ready.
-func sessionRoot() string {
+// a session never starts before the guest said it is ready. A file that
+// names no directory (init writes "unmounted" when the image's filesystem
+// could not be mounted) is an error: a session must never land in the
+// initramfs when the user's image was meant.
+func sessionRoot() (string, error) {
 	b, err := os.ReadFile(sessionRootFile)
+	if os.IsNotExist(err) {
+		return "", nil
+	}
 	if err != nil {
-		return ""
+		return "", fmt.Errorf("cannot read %s: %v", sessionRootFile, err)
 	}
 	root := strings.TrimSpace(string(b))
-	if !filepath.IsAbs(root) || root == "/" {
-		return ""
+	if st, err := os.Stat(root); !filepath.IsAbs(root) || root == "/" || err != nil || !st.IsDir() {
+		return "", fmt.Errorf("the VM's root filesystem image is not mounted (its serial console says why)")
 	}
-	if st, err := os.Stat(root); err != nil || !st.IsDir() {
-		return ""
-	}
-	return root
+	return root, nil
 }
 
 // inRoot is the host-side path of p (absolute, as seen in the session root).

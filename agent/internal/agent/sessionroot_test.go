@@ -76,10 +76,16 @@ func TestSessionRootRunsInTheImage(t *testing.T) {
 	if string(s.out) != "yes\n/root\n/root\n" || s.exit.Code != 0 {
 		t.Fatalf("out %q err %q exit %+v", s.out, s.err, s.exit)
 	}
-	// A root that is not a directory is no root: the agent's own is used.
-	os.WriteFile(sessionRootFile, []byte("relative/path\n"), 0o644)
-	if sessionRoot() != "" {
-		t.Fatal("relative session root accepted")
+	// A root that could not be mounted is an error, never the agent's own root.
+	for i, bad := range []string{"unmounted\n", "relative/path\n", "/nonexistent\n", "/\n"} {
+		os.WriteFile(sessionRootFile, []byte(bad), 0o644)
+		if r, err := sessionRoot(); err == nil || r != "" {
+			t.Fatalf("%q accepted as %q", bad, r)
+		}
+		f := g.open(uint32(2+i), map[string]any{"kind": "exec", "command": []byte("true")})
+		if !has(f.events, "OPEN_FAIL") || !strings.Contains(string(f.open), "not mounted") {
+			t.Fatalf("%q: events %v open %q", bad, f.events, f.open)
+		}
 	}
 }
 
