@@ -136,11 +136,12 @@ export class VmBringup {
       rmSync(snapshotPaths(dir).ram, { force: true });
     }
     const templates = this.templateFor(image);
-    // The first VM of an image has its template built meanwhile: the next ones are clones.
-    const template = templates?.ready() ?? void templates?.ensure();
-    if (template && matchesDefaults(shape, opts) && (image.rootfs || statSync(disk).size === template.diskBytes)) {
+    const template = templates?.ready();
+    // The first VM of an image boots, and has the image's template built meanwhile: the next ones are clones.
+    if (templates && !template) void templates.ensure();
+    if (templates && template && matchesDefaults(shape, opts) && (image.rootfs || statSync(disk).size === template.diskBytes)) {
       try {
-        return await this.launch(entry, dir, disk, { kind: 'template', template, store: templates! });
+        return await this.launch(entry, dir, disk, { kind: 'template', template, store: templates });
       } catch (err) {
         if (err instanceof NoSpaceError) throw err;
         opts.logger.warn({ vm: entry.name, event: 'clone-failed', err: errorMessage(err) }, 'clone failed; booting instead');
