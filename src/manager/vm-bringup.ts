@@ -1,15 +1,14 @@
 import { existsSync, readdirSync, rmSync, statSync } from 'node:fs';
-import { freeBytes, isNoSpace } from '../util/atomic-write.js';
+import { isNoSpace } from '../util/atomic-write.js';
 import { NoSpaceError, noSpaceError, preallocateRam, requireSpace } from './disk-space.js';
 import { join } from 'node:path';
 import { UserError, errorMessage } from '../util/errors.js';
-import { ensurePrivateDir } from '../util/paths.js';
 import { GUEST_READY_MARKER, guestKernelArgs } from '../image/guest-contract.js';
 import type { ExitInfo, Vm } from '../vm/driver.js';
 import { isValidVmName } from '../vm/vm-name.js';
-import { ensureDisk, ensureOverlay } from '../vm/disk.js';
 import type { GuestImage } from '../image/image.js';
-import { matchesDefaults, overlayBytes } from './vm-shape.js';
+import { matchesDefaults } from './vm-shape.js';
+import { prepareVmDisk } from './vm-disk.js';
 import { AgentConnection } from '../guest/agent-connection.js';
 import { TemplateStore } from './template.js';
 import {
@@ -34,8 +33,6 @@ export interface SuspendFailure {
 const SNAPSHOT_SLACK = 4 * 1024 * 1024;
 /** How long a login tries to reconnect to a guest that has been up for a while. */
 const RECONNECT_MS = 30_000;
-/** What mkfs writes on a new (sparse) disk, and a little more: the journal is most of it. */
-const NEW_DISK_ROOM_MIB = 64;
 
 export interface BringupHooks {
   /** A VM object exists and is about to start (attach consoles now). */
@@ -86,30 +83,13 @@ export class VmBringup {
   async start(entry: Entry, onNotice?: (line: string) => void): Promise<void> {
     const { opts } = this;
     const { image, shape } = entry;
-    const fresh = !existsSync(join(opts.dataDir, 'vms', entry.name));
-    if (fresh) {
-      try {
-        // A new VM needs room for its memory and a start on its disk: say so before making anything.
-        requireSpace(opts.dataDir, (shape.memoryMiB + NEW_DISK_ROOM_MIB) * 1024 * 1024, `create VM ${entry.name}`);
-      } catch (err) {
-        this.hooks.forget(entry);
-        throw err;
-      }
-    }
-    const dir = ensurePrivateDir(join(opts.dataDir, 'vms', entry.name));
-    const disk = join(dir, image.rootfs ? 'disk.qcow2' : 'disk.img');
+    let dir: string;
+    let disk: string;
     try {
-      if (image.rootfs) await ensureOverlay(disk, image.rootfs.path, overlayBytes(image.rootfs.fsBytes, shape.diskMiB));
-      else await ensureDisk(disk, shape.diskMiB);
-      // Recorded once it has a disk: a VM that never got one leaves no record either.
-      if (fresh) opts.store.createVm(entry.name, shape);
+      ({ dir, disk } = await prepareVmDisk(opts, entry));
     } catch (err) {
       this.hooks.forget(entry);
-      // A VM that never got a disk leaves nothing behind.
-      if (fresh) rmSync(dir, { recursive: true, force: true });
-      // mkfs words a full disk in many ways ("short write", "could not allocate block"): go by the free space too.
-      if (isNoSpace(err) || (freeBytes(opts.dataDir) ?? Infinity) < NEW_DISK_ROOM_MIB * 1024 * 1024) throw noSpaceError(`create the disk of VM ${entry.name}`, opts.dataDir, shape.diskMiB * 1024 * 1024);
-      throw new UserError(`cannot create the disk of VM ${entry.name}: ${errorMessage(err)}`);
+      throw err;
     }
     const snapshot = inspectSnapshot(dir, {
       hypervisor: opts.driver.version,
