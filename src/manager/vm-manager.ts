@@ -164,7 +164,7 @@ export class VmManager extends EventEmitter<ManagerEvents> {
     const resolved = this.shapeOf(name, request);
     if (!resolved.isNew || this.entries.has(name)) throw new UserError(`VM ${name} already exists (image ${resolved.shape.image})`);
     if (!this.opts.store.createVm(name, resolved.shape)) throw new UserError(`VM ${name} already exists`);
-    this.opts.logger.info({ vm: name, event: 'vm-created', ...resolved.shape }, 'VM created');
+    this.opts.logger.info({ vm: name, event: 'vm-create', ...resolved.shape }, 'VM created');
     return resolved.shape;
   }
 
