@@ -35,12 +35,12 @@ import { removeWorkDir } from '../../src/image/work-dir.js';
 import { writeResultsJson } from '../lib/table.js';
 import { atCleanup, runBench } from '../lib/cleanup.js';
 import { mustSucceed, runClient } from '../lib/proc.js';
-import { SshvisorServe, clientOptions, makeKey } from '../lib/ssh-servers.js';
+import { SshvisorServe, clientOptions, killServer, makeKey } from '../lib/ssh-servers.js';
 import { accelOption, imageDirOption, intOption, loadBenchImage } from '../lib/options.js';
 import { ForeignQemuMonitor, waitForEvent } from '../startup/observe.js';
 import { BUSYBOX_FS_MIB, makeImages } from './make-images.js';
 import { report, summaries } from './report.js';
-import { IMAGES, VmBench, WRITE_CMD, cli, du, killServer, log, mib, type ImageName } from './vm-sample.js';
+import { IMAGES, VmBench, WRITE_CMD, cli, du, log, mib, type ImageName } from './vm-sample.js';
 
 interface Options {
   runs: number;

@@ -164,15 +164,3 @@ export class VmBench {
   }
 }
 
-/** Fast teardown: SIGKILL the server's process group (and the QEMUs it tracked); the VMs' state goes with the temp dir. */
-export async function killServer(sv: SshvisorServe | undefined): Promise<void> {
-  if (!sv) return;
-  if (sv.pid !== undefined) {
-    try {
-      process.kill(-sv.pid, 'SIGKILL');
-    } catch {
-      // already gone
-    }
-  }
-  await sv.stop();
-}

@@ -243,6 +243,19 @@ export class SshvisorServe {
 const PRIVSEP_DIR = '/run/sshd';
 const SFTP_SERVERS = ['/usr/lib/openssh/sftp-server', '/usr/libexec/openssh/sftp-server', '/usr/libexec/sftp-server'];
 
+/** Fast teardown: SIGKILL the server's process group (its QEMUs with it), for a bench whose VMs' state goes with its temp dir anyway. */
+export async function killServer(sv: SshvisorServe | undefined): Promise<void> {
+  if (!sv) return;
+  if (sv.pid !== undefined) {
+    try {
+      process.kill(-sv.pid, 'SIGKILL');
+    } catch {
+      // already gone
+    }
+  }
+  await sv.stop();
+}
+
 export interface BaselineSshdOptions {
   /** An empty dir of the bench's: gets the config, host key and authorized_keys. */
   dir: string;

@@ -39,7 +39,7 @@ import { UserError } from '../../src/util/errors.js';
 import { formatTable, summarize, writeResultsJson, type Summary } from '../lib/table.js';
 import { makeTempDir, runBench, removeTempDir, trackGroup, untrackGroup } from '../lib/cleanup.js';
 import { mustSucceed, runClient } from '../lib/proc.js';
-import { BaselineSshd, SshvisorServe, clientOptions, makeKey, parseNegotiated, type Negotiated } from '../lib/ssh-servers.js';
+import { BaselineSshd, SshvisorServe, clientOptions, killServer, makeKey, parseNegotiated, type Negotiated } from '../lib/ssh-servers.js';
 import {
   ForeignQemuMonitor,
   VmDirWatch,
@@ -284,18 +284,6 @@ function versionOf(argv: string[]): string {
   return `${r.stdout ?? ''}\n${r.stderr ?? ''}`.split('\n').map((l) => l.trim()).find(Boolean) ?? 'unknown';
 }
 
-/** Fast teardown: SIGKILL the server's process group (its QEMUs with it); their state goes with the temp dir anyway. */
-async function killServer(sv: SshvisorServe | undefined): Promise<void> {
-  if (!sv) return;
-  if (sv.pid !== undefined) {
-    try {
-      process.kill(-sv.pid, 'SIGKILL');
-    } catch {
-      // already gone
-    }
-  }
-  await sv.stop();
-}
 
 interface MemoryResult {
   kind: 'clone' | 'cold';
