@@ -1,4 +1,4 @@
-import { existsSync, lstatSync, mkdtempSync, readdirSync, readFileSync, renameSync, type Stats } from 'node:fs';
+import { existsSync, lstatSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, type Stats } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { UserError } from '../util/errors.js';
 import { fsyncDir } from '../util/atomic-write.js';
@@ -88,6 +88,8 @@ const namesList = (names: string[]): string =>
 
 /** Throws a UserError if the catalogue already has an image (or any directory) called `name`. */
 export function assertImageNameFree(dataDir: string, name: string): void {
+  // `default` always means the kernel and initramfs image (it may live outside the catalogue: serve --image-dir).
+  if (name === DEFAULT_IMAGE) throw new UserError(`image name ${DEFAULT_IMAGE} is kept for the image \`sshvisor image build\` makes; pick another --name`);
   if (existsSync(imagePath(dataDir, name))) {
     throw new UserError(`image name ${name} is taken: pick another --name, or remove it with \`sshvisor image rm ${name}\``);
   }
@@ -170,6 +172,20 @@ export function removeImage(dataDir: string, name: string, usedBy: readonly stri
   renameSync(dir, join(doomed, name));
   fsyncDir(imagesDir(dataDir));
   removeWorkDir(doomed);
+  // Its templates (templates/NAME-KEY, manager/template.ts) would only take room: no VM can start from them any more.
+  const templates = join(dataDir, 'templates');
+  if (existsSync(templates)) {
+    for (const d of readdirSync(templates)) if (isTemplateDirOf(d, name)) rmSync(join(templates, d), { recursive: true, force: true });
+  }
+}
+
+/**
+ * Whether `dir` (a name in DATA_DIR/templates) is a template of image
+ * `image`: `IMAGE-KEY`, KEY 16 hex digits (manager/template.ts). Exact, so
+ * image `deb` never claims image `deb-x`'s templates.
+ */
+export function isTemplateDirOf(dir: string, image: string): boolean {
+  return dir.length === image.length + 17 && dir.startsWith(`${image}-`) && /^[0-9a-f]{16}$/.test(dir.slice(image.length + 1));
 }
 
 /** Allocated bytes of everything under `path` (st_blocks are 512-byte units whatever the block size). */

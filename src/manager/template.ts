@@ -4,6 +4,7 @@ import { writeFileAtomic } from '../util/atomic-write.js';
 import { basename, join } from 'node:path';
 import { ensureOverlay } from '../vm/disk.js';
 import { overlayBytes } from './vm-shape.js';
+import { isTemplateDirOf } from '../image/catalogue.js';
 import { z } from 'zod';
 import type { Logger } from '../util/log.js';
 import { errorMessage } from '../util/errors.js';
@@ -110,7 +111,7 @@ export class TemplateStore {
     const started = Date.now();
     // This image's older templates (another build of it, size or QEMU) are of no further use; so are unnamed ones from before.
     const parent = join(opts.dataDir, 'templates');
-    const mine = (d: string): boolean => d.startsWith(`${opts.image.name}-`) || /^[0-9a-f]{16}$/.test(d);
+    const mine = (d: string): boolean => isTemplateDirOf(d, opts.image.name) || /^[0-9a-f]{16}$/.test(d);
     if (existsSync(parent)) for (const d of readdirSync(parent)) if (d !== basename(this.dir) && mine(d)) rmSync(join(parent, d), { recursive: true, force: true });
     rmSync(this.dir, { recursive: true, force: true });
     mkdirSync(this.dir, { recursive: true, mode: 0o700 });

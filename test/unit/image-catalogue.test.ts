@@ -4,7 +4,7 @@ import { spawn } from 'node:child_process';
 import { closeSync, existsSync, ftruncateSync, mkdirSync, mkdtempSync, openSync, readdirSync, rmSync, writeFileSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { allocatedBytes, assertImageName, imagePath, listImages, readImage, removeImage } from '../../src/image/catalogue.js';
+import { allocatedBytes, assertImageName, assertImageNameFree, imagePath, listImages, readImage, removeImage } from '../../src/image/catalogue.js';
 import { ext4Geometry } from '../../src/image/mkfs-from-dir.js';
 import { sweepStaleWorkDirs, withImageWorkDir } from '../../src/image/work-dir.js';
 import type { ImageManifest } from '../../src/image/manifest.js';
@@ -130,9 +130,17 @@ describe('removing', () => {
     throwsUser(() => removeImage(dataDir, 'deb', ['alice', 'bob']), /^image deb is used by 2 VMs \(alice, bob\); it stays$/);
     throwsUser(() => removeImage(dataDir, 'default', []), /provides the kernel and initramfs the other images boot with \(deb\); remove those first/);
     throwsUser(() => removeImage(dataDir, 'nope', []), /^no image nope \(images: deb, default\)$/);
+    // Its templates go with it; another image's stay.
+    mkdirSync(join(dataDir, 'templates', 'deb-0123456789abcdef'), { recursive: true });
+    mkdirSync(join(dataDir, 'templates', 'deb-x-0123456789abcdef'), { recursive: true });
     removeImage(dataDir, 'deb', []);
+    assert.deepEqual(readdirSync(join(dataDir, 'templates')), ['deb-x-0123456789abcdef']);
     removeImage(dataDir, 'default', []);
     assert.deepEqual(readdirSync(join(dataDir, 'images')), []);
+  });
+
+  test('no root filesystem may take the name default (it always names the kernel and initramfs image)', () => {
+    throwsUser(() => assertImageNameFree(freshDataDir(), 'default'), /image name default is kept for the image `sshvisor image build` makes/);
   });
 });
 
