@@ -95,6 +95,9 @@ export function registerServeCommand(program: Command): void {
     const logger = createLogger(config.logLevel);
     // Everything that can fail on bad setup fails here, before the port opens.
     if (config.http) checkHttpAddress(config.http, config.httpPublic);
+    if (config.rootfs && config.image !== 'default') {
+      throw new UserError(`--rootfs makes image ${ROOTFS_IMAGE} the default image, and --image names ${config.image}: give one of them`);
+    }
     const defaultImage = config.rootfs ? await importRootfsOnce(config.dataDir, config.rootfs, logger) : config.image;
     const images = config.kernel
       ? fixedImageSource(customImage(config))

@@ -5,6 +5,7 @@ import { consoleLines, statusJson } from '../ops/vm-status.js';
 import { CapacityError } from '../manager/capacity-error.js';
 import { UserError, errorMessage } from '../util/errors.js';
 import { isValidVmName } from '../vm/vm-name.js';
+import { ADMIN_NAME } from '../ssh/routing.js';
 import type { Logger } from '../util/log.js';
 import { HttpError, MAX_BODY_BYTES, readJsonBody, sendJson, sendText } from './http-util.js';
 import { bearerToken, mayControl, mayRead, type Decision, type Principal } from './tokens.js';
@@ -141,6 +142,7 @@ async function createVm(ctx: ApiContext, req: IncomingMessage, res: ServerRespon
   }
   const { name, ...request } = parsed.data;
   if (!isValidVmName(name)) throw new HttpError(400, `invalid VM name ${JSON.stringify(name.slice(0, 40))}`);
+  if (name === ADMIN_NAME) throw new HttpError(400, `${ADMIN_NAME} is the operators' account, not a VM name`);
   try {
     ctx.ops.create(name, request);
   } catch (err) {

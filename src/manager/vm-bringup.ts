@@ -7,7 +7,7 @@ import { GUEST_READY_MARKER, guestKernelArgs } from '../image/guest-contract.js'
 import type { ExitInfo, Vm } from '../vm/driver.js';
 import { isValidVmName } from '../vm/vm-name.js';
 import type { GuestImage } from '../image/image.js';
-import { matchesDefaults } from './vm-shape.js';
+import { effectiveDiskMiB, matchesDefaults } from './vm-shape.js';
 import { prepareVmDisk } from './vm-disk.js';
 import { AgentConnection } from '../guest/agent-connection.js';
 import { TemplateStore } from './template.js';
@@ -73,7 +73,8 @@ export class VmBringup {
     const key = `${image.name}\0${imageFingerprint(image)}`;
     let t = this.templates.get(key);
     if (!t) {
-      t = new TemplateStore({ ...opts, image });
+      // The template's disk is the size a new VM of the image gets by default (never less than the image).
+      t = new TemplateStore({ ...opts, image, diskSizeMiB: effectiveDiskMiB(image, opts.diskSizeMiB) });
       this.templates.set(key, t);
     }
     return t;
@@ -119,7 +120,7 @@ export class VmBringup {
     const template = templates?.ready();
     // The first VM of an image boots, and has the image's template built meanwhile: the next ones are clones.
     if (templates && !template) void templates.ensure();
-    if (templates && template && matchesDefaults(shape, opts) && (image.rootfs || statSync(disk).size === template.diskBytes)) {
+    if (templates && template && matchesDefaults(shape, opts, image) && (image.rootfs || statSync(disk).size === template.diskBytes)) {
       try {
         return await this.launch(entry, dir, disk, { kind: 'template', template, store: templates });
       } catch (err) {

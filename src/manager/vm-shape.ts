@@ -58,14 +58,25 @@ export function resolveShape(
     const shape = { image: 'default', memoryMiB: limits.memoryMiB, cpus: limits.cpus, diskMiB: limits.diskSizeMiB };
     return { shape, image: images.load(images.names().includes('default') ? 'default' : images.defaultName), isNew: false };
   }
+  const image = images.load(request.image ?? images.defaultName);
+  const least = effectiveDiskMiB(image, 0);
+  if (request.diskMiB !== undefined && request.diskMiB < least) {
+    throw new UserError(`disk size ${request.diskMiB} MiB is smaller than image ${image.name}'s file system; ask for at least ${least} MiB`);
+  }
   const shape: VmShape = {
-    image: request.image ?? images.defaultName,
+    image: image.name,
     memoryMiB: request.memoryMiB ?? limits.memoryMiB,
     cpus: request.cpus ?? limits.cpus,
-    diskMiB: request.diskMiB ?? limits.diskSizeMiB,
+    // What the VM will have: the server's default disk grows to the image where the image is bigger.
+    diskMiB: effectiveDiskMiB(image, request.diskMiB ?? limits.diskSizeMiB),
   };
   checkLimits(shape, limits);
-  return { shape, image: images.load(shape.image), isNew: true };
+  return { shape, image, isNew: true };
+}
+
+/** A VM's disk size in MiB as it will be: a root filesystem image's VM never has less than the image's file system. */
+export function effectiveDiskMiB(image: GuestImage, diskMiB: number): number {
+  return image.rootfs ? Math.max(diskMiB, Math.ceil(image.rootfs.fsBytes / (1024 * 1024))) : diskMiB;
 }
 
 /** Throws a UserError naming the first value of `shape` above (or below) what the server allows. */
@@ -80,9 +91,9 @@ export function checkLimits(shape: Omit<VmShape, 'image'>, limits: ShapeLimits):
   bad('disk size', shape.diskMiB, 16, limits.maxDiskSizeMiB, ' MiB');
 }
 
-/** Whether a VM of `shape` can start as a clone of a template built with the server's defaults. */
-export function matchesDefaults(shape: VmShape, limits: ShapeLimits): boolean {
-  return shape.memoryMiB === limits.memoryMiB && shape.cpus === limits.cpus && shape.diskMiB === limits.diskSizeMiB;
+/** Whether a VM of `shape` and `image` can start as a clone of the image's template, which has the server's default shape. */
+export function matchesDefaults(shape: VmShape, limits: ShapeLimits, image: GuestImage): boolean {
+  return shape.memoryMiB === limits.memoryMiB && shape.cpus === limits.cpus && shape.diskMiB === effectiveDiskMiB(image, limits.diskSizeMiB);
 }
 
 /**

@@ -1,5 +1,5 @@
 import { errorMessage } from '../util/errors.js';
-import { parseUsername, quoteForDisplay } from '../ssh/routing.js';
+import { ADMIN_NAME, parseUsername, quoteForDisplay } from '../ssh/routing.js';
 import { isValidVmName } from '../vm/vm-name.js';
 import type { StopResult, SuspendResult } from '../manager/vm-manager.js';
 import type { ShapeRequest } from '../manager/vm-shape.js';
@@ -130,6 +130,8 @@ function parseCreate(rest: readonly string[]): ParseResult {
   if (names.length !== 1) return { ok: false, error: names.length === 0 ? 'create needs a VM name: create NAME [--image I] ...' : `create takes one VM name, got ${names.length}` };
   const bad = nameError(names[0]!);
   if (bad) return { ok: false, error: bad };
+  // `ssh admin@host` is the operators' account: a VM of that name could never be logged into.
+  if (names[0] === ADMIN_NAME) return { ok: false, error: `${ADMIN_NAME} is the operators' account, not a VM name` };
   return { ok: true, command: { cmd: 'create', name: names[0]!, request } };
 }
 

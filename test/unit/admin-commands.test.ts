@@ -143,6 +143,7 @@ describe('create', () => {
       [['create', 'carol', '--image', 'Bad/Name'], /invalid image name/],
       [['create', 'carol', '--colour', 'red'], /unknown option/],
       [['create', 'Bad Name'], /./],
+      [['create', 'admin'], /admin is the operators' account, not a VM name/],
     ] as const) {
       const r = parseAdminCommand(argv);
       assert.equal(r.ok, false, argv.join(' '));

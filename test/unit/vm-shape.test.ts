@@ -24,7 +24,19 @@ const images: ImageSource = {
 const record = (shape: VmRecord['shape']): VmRecord =>
   ({ name: 'x', createdAt: 0, lastBootAt: null, lastExitReason: null, lastExitDetail: null, lastExitAt: null, boots: 0, lastSuspendAt: null, lastResumeAt: null, suspends: 0, resumes: 0, shape });
 
+const big: GuestImage = { ...image('big'), rootfs: { path: '/r', fsBytes: 1331 * 1024 * 1024 - 5, sha256: 'x', env: [] } };
+const withBig: ImageSource = { ...images, load: (n) => (n === 'big' ? big : images.load(n)) };
+
 describe('resolveShape', () => {
+  test('a disk is never smaller than its image: the default grows to it, a smaller request is refused', () => {
+    assert.equal(resolveShape('b1', { dataDir, images: withBig, limits, record: undefined }, { image: 'big' }).shape.diskMiB, 1331);
+    assert.equal(resolveShape('b2', { dataDir, images: withBig, limits, record: undefined }, { image: 'big', diskMiB: 4096 }).shape.diskMiB, 4096);
+    assert.throws(
+      () => resolveShape('b3', { dataDir, images: withBig, limits, record: undefined }, { image: 'big', diskMiB: 500 }),
+      /disk size 500 MiB is smaller than image big's file system; ask for at least 1331 MiB/,
+    );
+  });
+
   test('a new VM gets the request over the server defaults and the default image', () => {
     const r = resolveShape('new1', { dataDir, images, limits, record: undefined }, { memoryMiB: 512 });
     assert.deepEqual([r.isNew, r.shape, r.image.name], [true, { image: 'debian', memoryMiB: 512, cpus: 1, diskMiB: 1024 }, 'debian']);
@@ -58,8 +70,10 @@ describe('resolveShape', () => {
 });
 
 test('templates serve the default shape only; a disk is never smaller than its image', () => {
-  assert.equal(matchesDefaults({ image: 'x', memoryMiB: 256, cpus: 1, diskMiB: 1024 }, limits), true);
-  assert.equal(matchesDefaults({ image: 'x', memoryMiB: 512, cpus: 1, diskMiB: 1024 }, limits), false);
+  assert.equal(matchesDefaults({ image: 'x', memoryMiB: 256, cpus: 1, diskMiB: 1024 }, limits, image('x')), true);
+  assert.equal(matchesDefaults({ image: 'x', memoryMiB: 512, cpus: 1, diskMiB: 1024 }, limits, image('x')), false);
+  // A rootfs image bigger than the default disk: its VMs' disks (and its template's) are the image's size.
+  assert.equal(matchesDefaults({ image: 'big', memoryMiB: 256, cpus: 1, diskMiB: 1331 }, limits, big), true);
   assert.equal(overlayBytes(2 * 1024 ** 3, 1024), 2 * 1024 ** 3);
   assert.equal(overlayBytes(64 * 1024 ** 2, 1024), 1024 ** 3);
 });
