@@ -17,9 +17,11 @@ export interface GuestFile {
 // image, copy-on-write on the host. It is mounted at ${SESSION_ROOT} with the
 // kernel's filesystems, and the agent runs every session chrooted there; the
 // init, the agent and the console shell stay in the initramfs. The image's
-// own files are never rewritten: its /run is a fresh tmpfs, and the default
+// own files are left as they are: its /run is a fresh tmpfs, the default
 // image's tools (scp, rsync, sftp-server, for an image without them) are
-// reached read-only under its /run/sshvisor/guest.
+// reached read-only under its /run/sshvisor/guest, and only a mount point
+// the image lacks is made (with --allow-internet, an /etc/resolv.conf that is
+// missing or a symlink becomes an empty file to mount QEMU's DNS over).
 const mountRootfs = `mount_rootfs() {
   r=${SESSION_ROOT}
   mkdir -p $r
