@@ -1,4 +1,4 @@
-import { chmodSync, chownSync, closeSync, createReadStream, createWriteStream, fsyncSync, openSync, rmSync } from 'node:fs';
+import { chmodSync, chownSync, createReadStream, createWriteStream, rmSync } from 'node:fs';
 import { createServer, type Socket } from 'node:net';
 import type { Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -96,12 +96,3 @@ export async function loadState(qmp: QmpClient, file: string, input: Writable, w
   await waitForMigration(qmp, 'loading the VM state', timeoutMs);
 }
 
-/** A saved state (or the RAM file) must be on disk before the process that could rewrite it is gone. */
-export function fsyncPath(path: string): void {
-  const fd = openSync(path, 'r+');
-  try {
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
-}

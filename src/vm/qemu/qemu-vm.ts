@@ -10,12 +10,12 @@ import { QmpClient, type QmpEvent } from './qmp-client.js';
 import { adoptQemu, launchQemu, type QemuProcess } from './qemu-process.js';
 import { classifyExit, lastLogLine, type EndRequest } from './qemu-exit.js';
 import { runtimePath, writeRuntime } from './qemu-runtime.js';
-import { fsyncPath, loadState, saveState } from './migration.js';
+import { loadState, saveState } from './migration.js';
 import { jailFor, removeJail } from './qemu-jail.js';
 import type { VmUser } from './vm-user.js';
 import { connectUnix } from '../../util/unix-socket.js';
 import { TELNET_BREAK, TelnetInitStripper, escapeTelnet } from './console-telnet.js';
-import { fsyncDir } from '../../util/atomic-write.js';
+import { fsyncDir, fsyncFile } from '../../util/atomic-write.js';
 
 const PANIC_TEXT = 'Kernel panic - not syncing';
 const START_TIMEOUT_MS = 15_000;
@@ -188,7 +188,7 @@ export class QemuVm extends EventEmitter<VmEvents> implements Vm {
       await qmp.execute('stop');
       await saveState(qmp, tmp, jailFor(this.spec.dir, this.opts.user).saveChannel, this.spec.memoryPrivate);
       // The state must be on disk before the process that could rewrite it is gone.
-      fsyncPath(tmp);
+      fsyncFile(tmp);
       renameSync(tmp, stateFile);
       fsyncDir(this.spec.dir);
       options.beforeQuit?.();
@@ -205,7 +205,8 @@ export class QemuVm extends EventEmitter<VmEvents> implements Vm {
     this.endRequest = 'suspend';
     await qmp.execute('quit').catch(() => undefined);
     const info = await this.exited;
-    if (!this.spec.memoryPrivate) fsyncPath(this.spec.memoryFile);
+    // The RAM file too must be on disk before the process that could rewrite it is gone.
+    if (!this.spec.memoryPrivate) fsyncFile(this.spec.memoryFile);
     return info;
   }
 
